@@ -1,50 +1,49 @@
 """The distillation-method contract: everything the training loop needs from a method.
 
-A method is an ``nn.Module`` (its own trainable parts, e.g. AB's connectors, are submodules and
-are optimised with the student) built from the teacher, the student and its config section. The
-loop calls, per batch: the student (and teacher) forward, ``loss_terms``, then ``backward``, which
-must leave gradients in ``.grad`` of every trained parameter. Methods that need a stage before the
-student's own training (MHGD's MHAN, the initialisation-type methods' init stage) declare it in
-``pre_stages``; the pipeline runs those and hands their result back through ``load_pre_stage``.
+A method is an ``nn.Module`` built from the teacher, the student and its config section; its
+own trainable parts (e.g. AB's connectors) are submodules, optimised with the student. Per
+batch the classifier task calls ``loss_terms`` and then ``backward``, which must leave gradients
+in ``.grad``. A method that needs a stage before the student's training (MHGD's MHAN, the
+initialisation stage of FSP and AB) lists it in ``pre_stages`` (from its config alone, so a
+cluster submission can plan the jobs before any model exists); the pipeline trains the task
+from ``pre_stage_task`` and returns its final state through ``load_pre_stage``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from mhgd.models.base import SensedModel
+from mhgd.errors import ConfigError
+from mhgd.models.base import SensedModel, SensingPoint
 
 ModelOutput = tuple[Tensor, list[Tensor]]
 
 
 @dataclass(frozen=True)
 class PreStage:
-    """A stage a method runs before the student's training.
+    """A stage a method runs before the student's own training.
 
-    ``shared`` stages depend only on the teacher and the method config (MHGD's MHAN) and are
-    cached across students and seeds; the others depend on the student run itself (the init
-    stage of FSP and AB) and live inside the student's run directory. ``config`` is what
-    identifies the stage's artifact (hashed with its inputs), ``build_task`` makes the training
-    task the generic loop runs, and ``epochs``/``lr``/``milestones`` its schedule.
+    ``shared`` stages depend only on the teacher, the data and ``config`` (MHGD's MHAN): they
+    are cached and reused by every student and seed. The others depend on the student run
+    itself (FSP's and AB's init stage) and live inside its run directory.
     """
 
     name: str
     shared: bool
-    config: dict[str, Any]
+    config: Mapping[str, Any]
     epochs: int
     lr: float
-    milestones: Sequence[int] = ()
+    milestones: tuple[int, ...] = ()
     gamma: float = 1.0
-    build_task: Callable[..., Any] = field(default=None, repr=False)  # type: ignore[assignment]
 
 
 class Distiller(nn.Module):
-    """Base class: plain cross-entropy training, no teacher. Methods override what differs."""
+    """Base class and the "none" method: cross-entropy only, no teacher."""
 
     name: ClassVar[str] = "none"
     requires_teacher: ClassVar[bool] = False
@@ -54,12 +53,33 @@ class Distiller(nn.Module):
         super().__init__()
         self.cfg = cfg
 
-    def pre_stages(self) -> list[PreStage]:
+    @classmethod
+    def needs_teacher(cls, cfg: Any) -> bool:
+        """Whether this configuration distils at all (MHGD with A = 0 does not)."""
+        return cls.requires_teacher
+
+    @classmethod
+    def describe(cls, cfg: Any) -> dict[str, Any]:
+        """The hyper-parameters a report groups by (e.g. MHGD's heads A, MHAN epochs, beta)."""
+        return {}
+
+    @classmethod
+    def check_pair(
+        cls, cfg: Any, teacher: Sequence[SensingPoint], student: Sequence[SensingPoint]
+    ) -> None:
+        """Raise ConfigError when this teacher/student pair cannot work with this method."""
+
+    @classmethod
+    def pre_stages(cls, cfg: Any) -> list[PreStage]:
         return []
 
-    def load_pre_stage(self, name: str, state: dict[str, Any]) -> None:
-        """Take the result of a finished pre-stage (e.g. the trained attention heads)."""
-        raise KeyError(f"{type(self).__name__} has no pre-stage named {name!r}")
+    def pre_stage_task(self, stage: PreStage, **runtime: Any) -> Any:
+        """The TrainingTask (see mhgd.engine.loop) that trains ``stage``."""
+        raise KeyError(f"{type(self).__name__} has no pre-stage {stage.name!r}")
+
+    def load_pre_stage(self, stage: PreStage, task_state: Mapping[str, Any]) -> None:
+        """Take over the final state of a trained pre-stage (e.g. the attention heads)."""
+        raise KeyError(f"{type(self).__name__} has no pre-stage {stage.name!r}")
 
     def loss_terms(
         self, student_out: ModelOutput, teacher_out: ModelOutput | None, labels: Tensor
@@ -68,12 +88,12 @@ class Distiller(nn.Module):
         return {}
 
     def backward(
-        self, ce: Tensor, terms: dict[str, Tensor], params: Sequence[nn.Parameter], epoch: int
+        self, ce: Tensor, terms: Mapping[str, Tensor], params: Sequence[nn.Parameter], epoch: int
     ) -> dict[str, float]:
-        """Fill ``.grad`` of ``params`` (and of this module's own parameters).
+        """Fill ``.grad`` of ``params`` and of this module's own parameters.
 
-        The default adds the losses; MHGD and KD-SVD override it to clip their transfer
-        gradient per tensor. Returns extra scalars to log (e.g. counts of zeroed gradients).
+        The default adds the losses; MHGD and KD-SVD clip their transfer gradient per tensor
+        instead. Returns extra scalars to log (e.g. counts of zeroed gradients).
         """
         total = self.ce_weight * ce
         for term in terms.values():
@@ -86,11 +106,35 @@ METHODS: dict[str, type[Distiller]] = {"none": Distiller}
 
 
 def register(cls: type[Distiller]) -> type[Distiller]:
-    """Class decorator: make a method selectable by its ``name`` from the ``method`` config."""
+    """Class decorator: make a method selectable by its ``name`` in the ``method`` config."""
     if cls.name in METHODS:
         raise ValueError(f"method {cls.name!r} registered twice")
     METHODS[cls.name] = cls
     return cls
+
+
+def method_class(name: str) -> type[Distiller]:
+    if name not in METHODS:
+        raise ConfigError(
+            f"unknown method {name!r}: choose one of {sorted(METHODS)} (method=<name>)"
+        )
+    return METHODS[name]
+
+
+def require_same_channels(
+    method: str, teacher: Sequence[SensingPoint], student: Sequence[SensingPoint]
+) -> None:
+    """Feature-based methods compare maps point by point, so the channel lists must agree."""
+    t_channels = [p.channels for p in teacher]
+    s_channels = [p.channels for p in student]
+    if t_channels != s_channels:
+        raise ConfigError(
+            f"method {method!r} compares teacher and student feature maps at every sensing "
+            f"point, but the teacher senses channels {t_channels} and the student "
+            f"{s_channels}. Pick a student with the same channels (the paper's pairs: "
+            "vgg16/vgg7, wrn22_4 with wrn10_4, resnet, mobilenet or modified_vgg), give both "
+            "models the same `width`, or turn on the student adapter (method.adapter=true)."
+        )
 
 
 def no_grad_teacher(teacher: SensedModel, images: Tensor) -> ModelOutput:

@@ -1,0 +1,551 @@
+"""Stages and the artifact store: teacher -> (method pre-stages, e.g. MHAN) -> student.
+
+A job trains one *main* stage in its own run directory (a teacher, or a student). What a student
+needs first (its teacher, MHGD's MHAN) is an *artifact*: a stage run addressed by the hash of the
+configuration that produces it, kept in ``paths.store`` and reused by every job that asks for
+the same one. A file lock makes sure two jobs never train the same artifact at once; the second
+waits and then reuses it. Every stage run, main or artifact, has its own run record and W&B run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mhgd.data import Batches, DataSpec, ImageSet, load_dataset
+from mhgd.engine.checkpoint import load_checkpoint
+from mhgd.engine.loop import FitOutcome, LoopSettings, TrainingTask, fit
+from mhgd.engine.optim import StageSchedule, role_schedule
+from mhgd.engine.preemption import Preempted, StopRequest
+from mhgd.engine.tasks import ClassifierTask
+from mhgd.errors import ConfigError
+from mhgd.methods import Distiller, PreStage, method_class
+from mhgd.models import MODEL_NAMES, SensedModel, build_model
+from mhgd.records import RunDir, RunRecord, RunResult, cell_id, git_commit, stable_hash
+from mhgd.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+STAGES = ("teacher", "student")
+EpochHook = Callable[[dict[str, Any]], None]
+
+
+def plain(node: Any) -> Any:
+    """A resolved plain-Python copy of a config node."""
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+# -- identities: what a stage's result depends on (the artifact key hashes them) -------------
+def data_identity(cfg: DictConfig) -> dict[str, Any]:
+    return {k: v for k, v in plain(cfg.dataset).items() if k != "download"}
+
+
+def schedule_identity(schedule: StageSchedule) -> dict[str, Any]:
+    return {
+        "epochs": schedule.epochs,
+        "lr": schedule.lr,
+        "milestones": list(schedule.milestones),
+        "gamma": schedule.gamma,
+    }
+
+
+def teacher_identity(cfg: DictConfig, seed: int) -> dict[str, Any]:
+    return {
+        "stage": "teacher",
+        "dataset": data_identity(cfg),
+        "model": plain(cfg.teacher),
+        "schedule": schedule_identity(role_schedule(cfg.schedule, "teacher")),
+        "optim": plain(cfg.optim),
+        "seed": seed,
+    }
+
+
+@dataclass
+class StageSpec:
+    """One stage to run: who it is (identity), where, and how it is labelled in records."""
+
+    stage: str
+    identity: dict[str, Any]
+    run_dir: Path
+    role: str
+    schedule: StageSchedule
+    seed: int
+    model: str
+    teacher: str | None
+    method: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return stable_hash(self.identity)
+
+
+@dataclass
+class Context:
+    """What every stage of a job shares: the config, the data on the device, the settings."""
+
+    cfg: DictConfig
+    device: torch.device
+    train: ImageSet
+    eval: ImageSet
+    spec: DataSpec
+    store: Path
+    epoch_hook: EpochHook | None = None
+    tags: list[str] = field(default_factory=list)
+    extra_record: dict[str, Any] = field(default_factory=dict)
+
+
+# -- validation before any compute ------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"runtime.device={name} but this machine has no CUDA device")
+    return torch.device(name)
+
+
+def _model(cfg_model: Any, spec: DataSpec) -> SensedModel:
+    if cfg_model.name not in MODEL_NAMES:
+        raise ConfigError(
+            f"unknown model {cfg_model.name!r}: choose one of {list(MODEL_NAMES)} "
+            "(e.g. student=vgg7 or teacher=wrn22_4)"
+        )
+    return build_model(
+        cfg_model.name,
+        num_classes=spec.num_classes,
+        image_size=spec.image_size,
+        width=float(cfg_model.width),
+        batch_norm=cfg_model.get("batch_norm"),
+    )
+
+
+def validate(cfg: DictConfig, spec: DataSpec) -> None:
+    """Everything that can be checked from the config, before data or training cost anything."""
+    if cfg.stage not in STAGES:
+        raise ConfigError(f"stage={cfg.stage!r}: choose one of {list(STAGES)}")
+    method = method_class(cfg.method.name)
+    student = _model(cfg.student, spec)
+    if cfg.stage == "teacher" or method.needs_teacher(cfg.method):
+        teacher = _model(cfg.teacher, spec)
+        if cfg.stage == "student":
+            method.check_pair(cfg.method, teacher.sensing, student.sensing)
+    if cfg.teacher_checkpoint and not Path(cfg.teacher_checkpoint).exists():
+        raise ConfigError(
+            f"teacher_checkpoint={cfg.teacher_checkpoint} does not exist; give a teacher run "
+            "directory or its checkpoint.pt"
+        )
+
+
+def prepare(cfg: DictConfig) -> Context:
+    """Validate the config and load the data: every check that can fail runs here."""
+    from mhgd.data import DATASETS
+
+    if cfg.dataset.name not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg.dataset.name!r}: choose one of {sorted(DATASETS)}")
+    validate(cfg, DATASETS[cfg.dataset.name].spec)
+    device = resolve_device(cfg.runtime.device)
+    try:
+        train, evaluation, spec = load_dataset(
+            cfg.dataset.name,
+            cfg.paths.data,
+            split=cfg.dataset.split,
+            val_size=cfg.dataset.get("val_size"),
+            download=bool(cfg.dataset.get("download", False)),
+        )
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from exc
+    except ValueError as exc:
+        raise ConfigError(f"dataset: {exc}") from exc
+    return Context(
+        cfg, device, train.to(device), evaluation.to(device), spec, Path(cfg.paths.store)
+    )
+
+
+# -- running one stage ------------------------------------------------------------------------
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """Data order and augmentation of an epoch depend on (seed, epoch) only: exact resume."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def _loop_settings(cfg: DictConfig) -> LoopSettings:
+    return LoopSettings(
+        momentum=float(cfg.optim.momentum),
+        weight_decay=float(cfg.optim.weight_decay),
+        progress=cfg.runtime.get("progress"),
+    )
+
+
+def _record(spec: StageSpec, ctx: Context, existing: RunRecord | None) -> RunRecord:
+    identity_cell = cell_id(spec.identity)
+    if existing is not None and existing.artifact_key != spec.key:
+        raise ConfigError(
+            f"{spec.run_dir} already holds a different run ({existing.stage}, cell "
+            f"{existing.cell_id}, seed {existing.seed}); this job is cell {identity_cell} seed "
+            f"{spec.seed}. Use another output directory (e.g. another `name=`) or remove it."
+        )
+    return RunRecord(
+        stage=spec.stage,
+        role=spec.role,
+        cell_id=identity_cell,
+        seed=spec.seed,
+        artifact_key=spec.key,
+        method=spec.method,
+        dataset=ctx.cfg.dataset.name,
+        model=spec.model,
+        teacher=spec.teacher,
+        hparams=spec.hparams,
+        wandb_id=existing.wandb_id if existing else uuid.uuid4().hex[:16],
+        wandb_project=ctx.cfg.logger.get("project"),
+        git_commit=git_commit(),
+        tags=sorted({spec.stage, spec.method, ctx.cfg.dataset.name, ctx.cfg.name, *ctx.tags}),
+        extra=dict(ctx.extra_record),
+    )
+
+
+def run_stage(
+    spec: StageSpec,
+    ctx: Context,
+    make_task: Callable[[], TrainingTask],
+    artifacts: Mapping[str, str] | None = None,
+) -> tuple[RunResult, TrainingTask]:
+    """Train one stage in ``spec.run_dir`` (resuming it), keeping its record and W&B run."""
+    run = RunDir(spec.run_dir)
+    existing = run.read_record() if run.has_record() else None
+    record = _record(spec, ctx, existing)
+    record.artifacts = dict(artifacts or {})
+    torch.manual_seed(spec.seed)
+    task = make_task()
+    checkpoint = spec.run_dir / CHECKPOINT_FILE
+    previous = run.read_result()
+    if previous is not None and previous.status == "finished":
+        log.info("%s %s already finished in %s: reusing it", spec.role, spec.stage, spec.run_dir)
+        task.load_state_dict(load_checkpoint(checkpoint)["task"])
+        return previous, task
+
+    run.write_config({**plain(ctx.cfg), "stage": spec.stage, "seed": spec.seed})
+    run.write_record(record)
+    name = f"{spec.stage}-{record.cell_id}-s{spec.seed}"
+    tracker = Tracker.start(ctx.cfg.logger, spec.run_dir, record, spec.identity, name)
+    started = time.time()
+    elapsed_before = previous.wall_time_s if previous else 0.0
+
+    def result(status: str, outcome: FitOutcome | None, error: str | None = None) -> RunResult:
+        history = outcome.history if outcome else run.read_metrics()
+        best = max(history, key=lambda row: row["score"]) if history else None
+        return RunResult(
+            status=status,
+            epochs_done=len(history),
+            epochs=spec.schedule.epochs,
+            score_name=task.score_name,
+            last_score=history[-1]["score"] if history else None,
+            best_score=best["score"] if best else None,
+            best_epoch=best["epoch"] if best else None,
+            wall_time_s=elapsed_before + time.time() - started,
+            error=error,
+        )
+
+    def after_epoch(row: dict[str, Any]) -> None:
+        run.write_metrics([*run.read_metrics(), row])
+        tracker.log_epoch(row)
+        run.write_result(result("running", None))
+        if spec.role == "main" and ctx.epoch_hook is not None:
+            ctx.epoch_hook(row)
+
+    stop = StopRequest()
+    with stop.installed():
+        try:
+            outcome = fit(
+                task,
+                schedule=spec.schedule,
+                train_batches=lambda epoch: iter(
+                    Batches(
+                        ctx.train,
+                        int(ctx.cfg.optim.batch_size),
+                        device=ctx.device,
+                        generator=_epoch_generator(spec.seed, epoch),
+                        pad=ctx.spec.pad,
+                        drop_last=True,
+                    )
+                ),
+                eval_batches=lambda: Batches(
+                    ctx.eval, int(ctx.cfg.optim.batch_size), device=ctx.device
+                ),
+                checkpoint=checkpoint,
+                settings=_loop_settings(ctx.cfg),
+                stop=stop,
+                on_epoch=after_epoch,
+            )
+        except Preempted:
+            final = result("preempted", None)
+            run.write_result(final)
+            tracker.log_summary(final)
+            tracker.finish(exit_code=1)
+            stop.hand_over()
+            raise
+        except BaseException as exc:
+            status = getattr(exc, "run_status", "failed")
+            final = result(status, None, error=f"{type(exc).__name__}: {exc}")
+            run.write_result(final)
+            if status == "failed":
+                run.write_error(traceback.format_exc())
+            tracker.log_summary(final)
+            tracker.finish(exit_code=0 if status == "pruned" else 1)
+            raise
+    run.write_metrics(outcome.history)
+    final = result("finished", outcome)
+    run.write_result(final)
+    tracker.log_summary(final)
+    tracker.finish()
+    log.info(
+        "%s %s finished: last %s %.2f, best %.2f (epoch %s) -> %s",
+        spec.role,
+        spec.stage,
+        final.score_name,
+        final.last_score,
+        final.best_score,
+        final.best_epoch,
+        spec.run_dir,
+    )
+    return final, task
+
+
+@contextmanager
+def artifact_lock(run_dir: Path) -> Iterator[None]:
+    """Exclusive across processes and nodes (flock works on local disks and NFS)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.with_name(run_dir.name + ".lock"), "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another job is training %s; waiting for it", run_dir)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- the stages of a job ----------------------------------------------------------------------
+def _autocast(cfg: DictConfig) -> torch.dtype | None:
+    return torch.bfloat16 if cfg.runtime.get("bf16") else None
+
+
+def _classifier_spec(
+    ctx: Context,
+    stage: str,
+    identity: dict[str, Any],
+    run_dir: Path,
+    role: str,
+    seed: int,
+    model_cfg: Any,
+    teacher: str | None,
+    method: str,
+    hparams: dict[str, Any],
+) -> StageSpec:
+    return StageSpec(
+        stage=stage,
+        identity=identity,
+        run_dir=run_dir,
+        role=role,
+        schedule=role_schedule(ctx.cfg.schedule, "teacher" if stage == "teacher" else "student"),
+        seed=seed,
+        model=model_cfg.name,
+        teacher=teacher,
+        method=method,
+        hparams=hparams,
+    )
+
+
+def teacher_spec(ctx: Context, seed: int, run_dir: Path | None = None) -> StageSpec:
+    identity = teacher_identity(ctx.cfg, seed)
+    role = "main" if run_dir is not None else "artifact"
+    where = run_dir or ctx.store / "teacher" / stable_hash(identity)
+    return _classifier_spec(
+        ctx, "teacher", identity, where, role, seed, ctx.cfg.teacher, None, "none", {}
+    )
+
+
+def train_classifier(ctx: Context, spec: StageSpec, model_cfg: Any) -> tuple[RunResult, Any]:
+    """A classifier stage with no distillation (a teacher, or a student alone)."""
+
+    def make() -> ClassifierTask:
+        model = _model(model_cfg, ctx.spec).to(ctx.device)
+        return ClassifierTask(
+            model,
+            Distiller(None, model, None).to(ctx.device),
+            autocast=_autocast(ctx.cfg),
+            channels_last=bool(ctx.cfg.runtime.get("channels_last")),
+        )
+
+    return run_stage(spec, ctx, make)
+
+
+def trained_teacher(ctx: Context) -> tuple[SensedModel, str]:
+    """The frozen teacher of a student run: a given checkpoint, or the cached artifact."""
+    model = _model(ctx.cfg.teacher, ctx.spec).to(ctx.device)
+    if ctx.cfg.teacher_checkpoint:
+        path = Path(ctx.cfg.teacher_checkpoint)
+        path = path / CHECKPOINT_FILE if path.is_dir() else path
+        state = load_checkpoint(path)["task"]["model"]
+        source = str(path)
+    else:
+        spec = teacher_spec(ctx, int(ctx.cfg.teacher_seed))
+        with artifact_lock(spec.run_dir):
+            _, task = train_classifier(ctx, spec, ctx.cfg.teacher)
+        state = task.state_dict()["model"]
+        source = str(spec.run_dir)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"the teacher weights from {source} do not fit teacher={ctx.cfg.teacher.name} "
+            f"(width {ctx.cfg.teacher.width}): {exc}"
+        ) from exc
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, source
+
+
+def _teacher_key(ctx: Context, source: str) -> str:
+    """The identity of the teacher a student learned from (for cell ids and artifact keys)."""
+    path = Path(source)
+    run = RunDir(path if path.is_dir() else path.parent)
+    if run.has_record():
+        return run.read_record().artifact_key
+    return "file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def student_identity(ctx: Context, teacher_key: str | None) -> dict[str, Any]:
+    return {
+        "stage": "student",
+        "dataset": data_identity(ctx.cfg),
+        "model": plain(ctx.cfg.student),
+        "schedule": schedule_identity(role_schedule(ctx.cfg.schedule, "student")),
+        "optim": plain(ctx.cfg.optim),
+        "method": plain(ctx.cfg.method),
+        "teacher": teacher_key,
+        "seed": int(ctx.cfg.seed),
+    }
+
+
+def pre_stage_spec(
+    ctx: Context, stage: PreStage, teacher_key: str | None, student_key: str, run_dir: Path
+) -> StageSpec:
+    """Shared pre-stages hang off the teacher (cached in the store); others off the student."""
+    schedule = StageSchedule(stage.epochs, stage.lr, tuple(stage.milestones), stage.gamma)
+    identity: dict[str, Any] = {
+        "stage": stage.name,
+        "dataset": data_identity(ctx.cfg),
+        "optim": plain(ctx.cfg.optim),
+        "schedule": schedule_identity(schedule),
+        "config": dict(stage.config),
+    }
+    if stage.shared:
+        identity.update(teacher=teacher_key, seed=int(stage.config.get("seed", 0)))
+        where = ctx.store / stage.name / stable_hash(identity)
+    else:
+        identity.update(student=student_key, seed=int(ctx.cfg.seed))
+        where = run_dir / stage.name
+    return StageSpec(
+        stage=stage.name,
+        identity=identity,
+        run_dir=where,
+        role="artifact",
+        schedule=schedule,
+        seed=identity["seed"],
+        model=ctx.cfg.student.name,
+        teacher=ctx.cfg.teacher.name if teacher_key else None,
+        method=ctx.cfg.method.name,
+        hparams=method_class(ctx.cfg.method.name).describe(ctx.cfg.method),
+    )
+
+
+def train_student(ctx: Context, run_dir: Path) -> RunResult:
+    """The student stage, after its teacher and its method's pre-stages."""
+    cfg = ctx.cfg
+    method = method_class(cfg.method.name)
+    finished = RunDir(run_dir).read_result()
+    if finished is not None and finished.status == "finished":
+        log.info("student already finished in %s: nothing to do", run_dir)
+        return finished
+    teacher, teacher_source, teacher_key = None, None, None
+    if method.needs_teacher(cfg.method):
+        teacher, teacher_source = trained_teacher(ctx)
+        teacher_key = _teacher_key(ctx, teacher_source)
+    identity = student_identity(ctx, teacher_key)
+    spec = _classifier_spec(
+        ctx,
+        "student",
+        identity,
+        run_dir,
+        "main",
+        int(cfg.seed),
+        cfg.student,
+        cfg.teacher.name if teacher is not None else None,
+        cfg.method.name,
+        method.describe(cfg.method),
+    )
+    torch.manual_seed(spec.seed)
+    student = _model(cfg.student, ctx.spec).to(ctx.device)
+    distiller = method(teacher, student, cfg.method).to(ctx.device)
+    artifacts = {"teacher": teacher_source} if teacher_source else {}
+    for stage in method.pre_stages(cfg.method):
+        pre = pre_stage_spec(ctx, stage, teacher_key, spec.key, run_dir)
+        lock = artifact_lock(pre.run_dir) if stage.shared else nullcontext()
+        with lock:
+            _, task = run_stage(pre, ctx, lambda s=stage: distiller.pre_stage_task(s))
+        distiller.load_pre_stage(stage, task.state_dict())
+        artifacts[stage.name] = str(pre.run_dir)
+
+    def make() -> ClassifierTask:
+        return ClassifierTask(
+            student,
+            distiller,
+            teacher,
+            autocast=_autocast(cfg),
+            channels_last=bool(cfg.runtime.get("channels_last")),
+        )
+
+    result, _ = run_stage(spec, ctx, make, artifacts)
+    return result
+
+
+def run(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    *,
+    epoch_hook: EpochHook | None = None,
+    tags: list[str] | None = None,
+    extra_record: dict[str, Any] | None = None,
+) -> RunResult:
+    """Run the job ``cfg`` asks for in ``run_dir``: validate, load data, train what is missing.
+
+    ``epoch_hook`` sees every epoch row of the main stage (a sweep reports to its pruner
+    there); ``tags`` and ``extra_record`` are added to every stage's record and W&B run.
+    """
+    ctx = prepare(cfg)
+    ctx.epoch_hook, ctx.tags, ctx.extra_record = epoch_hook, list(tags or []), extra_record or {}
+    if threads := cfg.runtime.get("threads"):
+        torch.set_num_threads(int(threads))
+    if cfg.stage == "teacher":
+        result, _ = train_classifier(
+            ctx, teacher_spec(ctx, int(cfg.seed), Path(run_dir)), cfg.teacher
+        )
+        return result
+    return train_student(ctx, Path(run_dir))
