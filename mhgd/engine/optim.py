@@ -19,11 +19,6 @@ class StageSchedule:
     milestones: tuple[int, ...] = ()
     gamma: float = 1.0
 
-    def lr_at(self, epoch: int) -> float:
-        """The learning rate used during ``epoch`` (0-based)."""
-        steps = sum(1 for m in self.milestones if epoch >= m)
-        return self.lr * self.gamma**steps
-
 
 def role_schedule(schedule: Any, role: str) -> StageSchedule:
     """The teacher's schedule, or the student's: ``student_scale`` of its epochs and milestones.

@@ -1,0 +1,40 @@
+"""Config composition and tiny-run settings shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import mhgd.train  # noqa: F401  (registers the mhgd_dirname resolver)
+
+CONF_DIR = Path(mhgd.__file__).resolve().parent / "conf"
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The config ``mhgd-train`` would see with these command-line overrides."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def tiny(tmp_path: Path, *extra: str, epochs: int = 2) -> list[str]:
+    """Overrides for a few-second run on the digits data with narrow models."""
+    return [
+        "dataset=digits",
+        "model@teacher=vgg16",
+        "model@student=vgg7",
+        "teacher.width=0.125",
+        "student.width=0.125",
+        "teacher.batch_norm=true",
+        "student.batch_norm=true",
+        f"schedule.epochs={2 * epochs}",
+        f"schedule.milestones=[{epochs}]",
+        "schedule.lr=0.05",
+        "optim.batch_size=64",
+        "logger.mode=disabled",
+        "runtime.device=cpu",
+        f"paths.store={tmp_path / 'store'}",
+        f"paths.outputs={tmp_path / 'outputs'}",
+        *extra,
+    ]
