@@ -544,8 +544,17 @@ def run(
     if threads := cfg.runtime.get("threads"):
         torch.set_num_threads(int(threads))
     if cfg.stage == "teacher":
-        result, _ = train_classifier(
-            ctx, teacher_spec(ctx, int(cfg.seed), Path(run_dir)), cfg.teacher
-        )
+        spec = teacher_spec(ctx, int(cfg.seed), Path(run_dir))
+        result, _ = train_classifier(ctx, spec, cfg.teacher)
+        offer_to_store(ctx, spec)
         return result
     return train_student(ctx, Path(run_dir))
+
+
+def offer_to_store(ctx: Context, spec: StageSpec) -> None:
+    """Let students reuse a finished teacher run instead of training the same teacher again."""
+    slot = teacher_spec(ctx, spec.seed).run_dir
+    with artifact_lock(slot):
+        if not slot.exists():
+            slot.symlink_to(spec.run_dir.resolve(), target_is_directory=True)
+            log.info("teacher %s is now the cached teacher for its students", spec.run_dir)
