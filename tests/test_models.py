@@ -340,25 +340,27 @@ def test_parameter_counts(name, expected, image_size):
     assert _count(model) == expected(CLASSES[image_size])
 
 
-def _relative_std_error(weight: torch.Tensor, fan_out: int) -> float:
-    return abs(weight.std().item() / math.sqrt(2.0 / fan_out) - 1.0)
+def _relative_std_error(weight: torch.Tensor, fan_in: int) -> float:
+    return abs(weight.std().item() / math.sqrt(2.0 / fan_in) - 1.0)
 
 
-def test_he_init_uses_the_fan_out():
+def test_he_init_uses_the_fan_in():
     model = _paper_model("wrn22_4", 32)
-    opener = model.blocks[6].conv1.weight  # stage 3's first conv: 128 -> 256, fan-in is half
+    opener = model.blocks[6].conv1.weight  # stage 3's first conv: 128 -> 256, fan-out is double
     assert opener.shape == (256, 128, 3, 3)
-    assert _relative_std_error(opener, 256 * 9) < 0.01
+    assert _relative_std_error(opener, 128 * 9) < 0.01
     assert abs(opener.mean().item()) < 1e-3
 
     vgg = _paper_model("vgg16", 32)
-    hidden = next(module for module in vgg.modules() if isinstance(module, nn.Linear))
-    assert hidden.weight.shape == (1024, 2048)
-    assert _relative_std_error(hidden.weight, 1024) < 0.01
+    linears = [module for module in vgg.modules() if isinstance(module, nn.Linear)]
+    assert linears[0].weight.shape == (1024, 2048)
+    assert _relative_std_error(linears[0].weight, 2048) < 0.01
+    assert linears[-1].weight.shape == (100, 1024)
+    assert _relative_std_error(linears[-1].weight, 1024) < 0.03
 
 
-def test_depthwise_filters_use_their_true_fan_out():
-    """A depthwise 3x3 filter feeds 9 outputs per input channel, so its std is sqrt(2 / 9)."""
+def test_depthwise_filters_use_their_per_group_fan_in():
+    """A depthwise 3x3 filter sees 9 inputs, so its std is sqrt(2 / 9)."""
     model = _paper_model("mobilenet", 32)
     depthwise = [
         module.weight.flatten()
