@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import mhgd.train  # noqa: F401  (registers the mhgd_dirname resolver)
+import mhgd.train  # registers the mhgd_dirname resolver
 
 CONF_DIR = Path(mhgd.__file__).resolve().parent / "conf"
 

@@ -6,7 +6,6 @@ whose outputs are the sensed maps, so their shape bookkeeping and forward pass a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 

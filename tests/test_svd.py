@@ -1,0 +1,258 @@
+"""Compression of feature maps into singular vectors (method.md section 2).
+
+Expected vectors are written out by hand or come from torch.linalg.svd in float64, never from
+the code under test.
+"""
+
+import threading
+
+import pytest
+import torch
+
+from mhgd.methods import svd
+
+
+def maps_from_rows(rows: list[list[float]], height: int, width: int) -> torch.Tensor:
+    """One (1, C, H, W) map whose HW x C matrix M has the given rows (one per position)."""
+    matrix = torch.tensor(rows, dtype=torch.float64)
+    return matrix.T.reshape(1, matrix.shape[1], height, width)
+
+
+def reference_vectors(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k right singular vectors (N, C, k) by a full float64 SVD of M."""
+    matrix = features.double().flatten(2).mT
+    return torch.linalg.svd(matrix, full_matrices=False).Vh[:, :k].mT
+
+
+def reference_student(features: torch.Tensor, teacher: torch.Tensor, k: int) -> torch.Tensor:
+    """The section-2 selection applied to the float64 SVD: largest |cos|, flipped positive."""
+    candidates = reference_vectors(features, k)
+    cosines = torch.einsum("nck,nc->nk", candidates, teacher.double())
+    best = cosines.abs().argmax(dim=1)
+    rows = torch.arange(len(best))
+    return candidates[rows, :, best] * cosines[rows, best].sign().unsqueeze(1)
+
+
+def random_maps(n: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.relu(torch.randn(n, c, h, w, generator=generator))
+
+
+def test_teacher_vector_of_a_rank_one_map_is_its_direction_with_non_negative_sum():
+    # M = u v^T with u = (1, 2, 2)/3: the top right singular vector is +-v.
+    u = [1 / 3, 2 / 3, 2 / 3]
+    negative = maps_from_rows([[-0.6 * x, -0.8 * x] for x in u], 1, 3)
+    positive = maps_from_rows([[0.6 * x, 0.8 * x] for x in u], 1, 3)
+    mixed = maps_from_rows([[0.8 * x, -0.6 * x] for x in u], 1, 3)
+    vectors = svd.teacher_vectors(torch.cat([negative, positive, mixed]))
+    expected = torch.tensor([[0.6, 0.8], [0.6, 0.8], [0.8, -0.6]], dtype=torch.float64)
+    torch.testing.assert_close(vectors, expected, atol=1e-12, rtol=0)
+
+
+def test_sign_rules_give_their_own_canonical_sign():
+    # v = (0.48, 0.36, -0.8): entries sum to 0.04 >= 0, but the largest entry is negative.
+    v = [0.48, 0.36, -0.8]
+    features = maps_from_rows([[2.0 * x for x in v], [1.0 * x for x in v]], 1, 2)
+    by_sum = svd.teacher_vectors(features, sign="sum")
+    by_largest = svd.teacher_vectors(features, sign="max_abs")
+    as_solved = svd.teacher_vectors(features, sign="none")
+    expected = torch.tensor([v], dtype=torch.float64)
+    torch.testing.assert_close(by_sum, expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(by_largest, -expected, atol=1e-12, rtol=0)
+    assert abs(float((as_solved * expected).sum())) == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="sign rule"):
+        svd.teacher_vectors(features, sign="positive")
+
+
+def diagonal_student() -> torch.Tensor:
+    """M = diag(4, 3, 2, 1): right singular vectors e1, e2, e3, e4 in that order."""
+    return maps_from_rows([[4, 0, 0, 0], [0, 3, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1]], 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("teacher", "k", "expected"),
+    [
+        # |cos| with e1 is 0.6, with e3 0.8: e3 wins, flipped to cos > 0, so -e3.
+        ([0.6, 0.0, -0.8, 0.0], 4, [0.0, 0.0, -1.0, 0.0]),
+        # Only e1 and e2 are candidates with k = 2: e1 wins with cos 0.6.
+        ([0.6, 0.0, -0.8, 0.0], 2, [1.0, 0.0, 0.0, 0.0]),
+        ([0.0, -1.0, 0.0, 0.0], 4, [0.0, -1.0, 0.0, 0.0]),
+    ],
+)
+def test_student_keeps_the_candidate_most_aligned_with_the_teacher(teacher, k, expected):
+    teacher_vector = torch.tensor([teacher], dtype=torch.float64)
+    chosen = svd.student_vectors(diagonal_student(), teacher_vector, k=k)
+    torch.testing.assert_close(chosen, torch.tensor([expected], dtype=torch.float64))
+
+
+def test_student_with_fewer_positions_than_channels():
+    # HW = 2 < C = 4: M = [[2, 0, 0, 0], [0, 0, 0, -1]] has right singular vectors e1 (sigma 2)
+    # and e4 (sigma 1); the teacher is closest to e4.
+    features = maps_from_rows([[2, 0, 0, 0], [0, 0, 0, -1]], 1, 2)
+    teacher = torch.tensor([[0.0, 0.6, 0.0, 0.8]], dtype=torch.float64)
+    chosen = svd.student_vectors(features, teacher, k=4)
+    torch.testing.assert_close(chosen, torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("channels", "height", "width"),
+    [(8, 4, 4), (32, 2, 2), (9, 3, 3)],
+    ids=["HW>C", "HW<C", "HW=C"],
+)
+@pytest.mark.parametrize("compute_dtype", [None, torch.float64], ids=["float32", "float64"])
+def test_vectors_agree_with_a_full_svd(channels, height, width, compute_dtype):
+    features = random_maps(16, channels, height, width)
+    reference = reference_vectors(features, 4)
+    sign = torch.where(reference[:, :, 0].sum(dim=1, keepdim=True) < 0, -1.0, 1.0)
+    reference_teacher = reference[:, :, 0] * sign
+
+    teacher = svd.teacher_vectors(features, compute_dtype=compute_dtype)
+    assert teacher.dtype == torch.float32
+    assert (teacher.double() * reference_teacher).sum(dim=1).min() > 1 - 1e-6
+
+    student = svd.student_vectors(features, teacher, compute_dtype=compute_dtype)
+    expected = reference_student(features, teacher, 4)
+    assert (student.double() * expected).sum(dim=1).min() > 1 - 1e-6
+
+
+def spread_spectrum_maps(n: int, channels: int, size: int) -> torch.Tensor:
+    """Float32 maps with singular values 1, 0.1, 0.01, ...: sigma_4 / sigma_1 = 1e-3."""
+    generator = torch.Generator().manual_seed(0)
+    rank = min(channels, size * size)
+    left = torch.linalg.qr(torch.randn(n, size * size, rank, generator=generator).double())[0]
+    right = torch.linalg.qr(torch.randn(n, channels, rank, generator=generator).double())[0]
+    matrix = left * 10.0 ** -torch.arange(rank, dtype=torch.float64) @ right.mT
+    return matrix.mT.reshape(n, channels, size, size).float()
+
+
+def test_spread_spectra_are_redone_in_float64():
+    features = spread_spectrum_maps(4, 16, 4)
+    fourth = reference_vectors(features, 4)[:, :, 3].float()  # the teacher points at v4
+    automatic = svd.student_vectors(features, fourth)
+    assert (automatic.double() * fourth.double()).sum(dim=1).min() > 1 - 1e-6
+    # Forced to float32, lambda_4 = 1e-6 lambda_1 is lost in the Gram matrix's rounding.
+    forced = svd.student_vectors(features, fourth, compute_dtype=torch.float32)
+    assert (forced.double() * fourth.double()).sum(dim=1).min() < 0.9
+
+
+def test_float64_maps_are_computed_to_float64_precision():
+    features = random_maps(8, 6, 3, 3).double()
+    reference = reference_vectors(features, 1)[:, :, 0]
+    teacher = svd.teacher_vectors(features)
+    assert teacher.dtype == torch.float64
+    assert (1 - (teacher * reference).sum(dim=1).abs()).max() < 1e-12
+
+
+def test_output_dtype_follows_the_input_and_the_teacher_has_no_gradient():
+    features = random_maps(4, 6, 2, 2).bfloat16().requires_grad_()
+    teacher = svd.teacher_vectors(features)
+    assert teacher.dtype == torch.bfloat16
+    assert not teacher.requires_grad
+    student = svd.student_vectors(features, teacher)
+    assert student.dtype == torch.bfloat16
+    assert student.requires_grad
+
+
+def test_bad_input_is_rejected_with_a_reason():
+    features = random_maps(2, 4, 2, 2)
+    teacher = svd.teacher_vectors(features)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        svd.teacher_vectors(features.flatten(2))
+    with pytest.raises(TypeError, match="floating point"):
+        svd.teacher_vectors(features.long())
+    with pytest.raises(ValueError, match="NaN or inf"):
+        svd.teacher_vectors(features.index_fill(2, torch.tensor([0]), float("nan")))
+    with pytest.raises(ValueError, match="same channel count"):
+        svd.student_vectors(random_maps(2, 5, 2, 2), teacher)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        svd.student_vectors(features, teacher, k=0)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        svd.student_vectors(features, teacher, compute_dtype=torch.float16)
+
+
+def test_k_is_capped_by_the_matrix_size():
+    features = random_maps(3, 3, 1, 2)  # HW = 2: only two singular vectors exist
+    teacher = svd.teacher_vectors(random_maps(3, 3, 1, 2, seed=1))
+    student = svd.student_vectors(features, teacher, k=4)
+    expected = reference_student(features, teacher, 2)
+    assert (student.double() * expected).sum(dim=1).min() > 1 - 1e-6
+
+
+@pytest.mark.parametrize(
+    ("channels", "height", "width"), [(3, 2, 2), (5, 2, 2), (4, 2, 2)], ids=["HW>C", "HW<C", "HW=C"]
+)
+def test_student_path_passes_gradcheck(channels, height, width):
+    features = torch.randn(2, channels, height, width, dtype=torch.float64, requires_grad=True)
+    teacher = svd.teacher_vectors(torch.randn(2, channels, height, width, dtype=torch.float64))
+    assert torch.autograd.gradcheck(lambda x: svd.student_vectors(x, teacher), (features,))
+
+
+def backward_of_student(features: torch.Tensor, weights: torch.Tensor, teacher=None):
+    """Gradient of sum(student vector * weights) and the count of zeroed terms."""
+    counter = svd.ZeroedGradientCounter()
+    features = features.clone().requires_grad_()
+    if teacher is None:
+        teacher = svd.teacher_vectors(torch.rand_like(features))
+    (svd.student_vectors(features, teacher, counter=counter) * weights).sum().backward()
+    return features.grad, counter.take()
+
+
+def test_gradients_of_generic_rank_deficient_maps_are_finite_and_nothing_is_zeroed():
+    features = random_maps(8, 16, 2, 2)  # HW = 4 < C = 16: rank 4, twelve zero directions
+    features[:, :5] = 0.0  # dead channels after ReLU
+    grad, zeroed = backward_of_student(features, torch.randn(16))
+    assert torch.isfinite(grad).all()
+    assert grad.abs().sum() > 0
+    assert zeroed == 0
+
+
+@pytest.mark.parametrize(("height", "width"), [(4, 4), (1, 2)], ids=["HW>C", "HW<C"])
+def test_all_zero_maps_give_zero_vectors_and_zero_counted_gradients(height, width):
+    features = torch.zeros(3, 4, height, width)
+    assert svd.teacher_vectors(features).abs().sum() == 0
+    grad, zeroed = backward_of_student(features, torch.ones(4))
+    assert torch.equal(grad, torch.zeros_like(grad))
+    assert zeroed == 3  # each sample's chosen vector had no direction, so no gradient
+
+
+def test_repeated_singular_values_drop_only_the_undefined_term():
+    # M^T M = diag(4, 4, 1): e1 and e2 share a singular value, so rotating between them costs
+    # nothing and the gradient of the chosen e1 towards e2 is undefined: one term per sample.
+    rows = [[2, 0, 0], [0, 2, 0], [0, 0, 1], [0, 0, 0]]
+    features = maps_from_rows(rows, 2, 2).float().repeat(2, 1, 1, 1)
+    teacher = torch.tensor([[1.0, 0.0, 0.0]]).repeat(2, 1)
+    grad, zeroed = backward_of_student(features, torch.tensor([1.0, 1.0, 1.0]), teacher)
+    assert torch.isfinite(grad).all()
+    assert zeroed == 2
+    # What remains is the e3 term: dL = w^T e3 (e3^T dG e1) / (4 - 1) with w^T e3 = 1 and
+    # e3^T dG e1 = dG[2, 0] = sum_p dM[p, 2] M[p, 0] + M[p, 2] dM[p, 0] = 2 dM[0, 2] + dM[2, 0].
+    expected = torch.zeros(4, 3)
+    expected[0, 2] = 2 / 3
+    expected[2, 0] = 1 / 3
+    torch.testing.assert_close(grad[0].flatten(1).T, expected)
+
+
+def test_non_finite_gradients_are_zeroed_and_counted():
+    features = random_maps(2, 3, 2, 2).requires_grad_()
+    teacher = svd.teacher_vectors(features)
+    counter = svd.ZeroedGradientCounter()
+    # An overflow upstream (an infinite loss) makes every entry of the map's gradient NaN.
+    (svd.student_vectors(features, teacher, counter=counter).sum() * float("inf")).backward()
+    assert torch.equal(features.grad, torch.zeros_like(features))
+    assert counter.take() == features.numel()
+
+
+def test_counter_take_resets_and_survives_threads():
+    counter = svd.ZeroedGradientCounter()
+
+    def add_many():
+        for _ in range(500):
+            counter.add(torch.tensor(1))
+
+    threads = [threading.Thread(target=add_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert counter.take() == 2000
+    assert counter.take() == 0
