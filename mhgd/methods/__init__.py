@@ -9,9 +9,11 @@ from mhgd.methods.base import (
     register,
     require_same_channels,
 )
+from mhgd.methods.mhgd import MHGD
 
 __all__ = [
     "METHODS",
+    "MHGD",
     "Distiller",
     "ModelOutput",
     "PreStage",

@@ -1,4 +1,8 @@
-"""MHGD's mathematics (method.md sections 3-5): attention heads, estimator, losses, clipping.
+"""MHGD (method.md sections 3-5): attention heads, estimator, losses, clipping, and the method.
+
+The first half is the mathematics, one function or module per formula; the second half wires
+it into the distillation contract (``MHGD``) and the MHAN stage (``MhanTask``). The feature
+compression of section 2 is in ``mhgd.methods.svd``, shared with KD-SVD.
 
 Shapes: per module, front vectors V^F (N x D_F) and back vectors V^B (N x D_B) from
 ``mhgd.methods.svd``; attention logits S (A x N x N) with rows i the back samples and columns j
@@ -10,12 +14,25 @@ eps 1e-5) (code).
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mhgd.errors import ConfigError
+from mhgd.methods.base import (
+    Distiller,
+    ModelOutput,
+    PreStage,
+    register,
+    require_same_channels,
+)
+from mhgd.methods.svd import ZeroedGradientCounter, student_vectors, teacher_vectors
+from mhgd.models.base import SensedModel, SensingPoint
 
 DEFAULT_HEADS = 8
 
@@ -233,3 +250,208 @@ def combine_clipped_gradients(
         "transfer_grad_norm": math.sqrt(transfer_sq),
         "transfer_grad_norm_applied": math.sqrt(applied_sq),
     }
+
+
+# -- the method behind the contract (mhgd.methods.base) ---------------------------------------
+def module_widths(sensing: Sequence[SensingPoint]) -> list[tuple[int, int]]:
+    """(D_F, D_B) of each module m = 1..M: consecutive sensing points (section 2)."""
+    return [(front.channels, back.channels) for front, back in itertools.pairwise(sensing)]
+
+
+class MhanTask:
+    """Stage 2: heads and estimators learn, on the frozen teacher, to explain each sample's back
+    vector from the batch's front vectors. Score: mean cosine over modules (higher is better).
+    """
+
+    score_name = "cos"
+
+    def __init__(self, teacher: SensedModel, heads: nn.ModuleList, drop_head: bool, sign: str):
+        self.teacher, self.heads, self.sign = teacher, heads, sign
+        self.estimators = nn.ModuleList(
+            Estimator(h.d_front, h.d_back, h.heads, drop_head=drop_head) for h in heads
+        ).to(next(heads.parameters()).device)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [*self.heads.parameters(), *self.estimators.parameters()]
+
+    def train_mode(self) -> None:
+        self.teacher.eval()
+        self.heads.train()  # the only stage where the heads' BN statistics move
+        self.estimators.train()
+
+    def _losses(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+        with torch.no_grad():
+            vectors = [teacher_vectors(f, self.sign) for f in self.teacher(images)[1]]
+        total, cosines = images.new_zeros(()), []
+        for m, (heads, estimator) in enumerate(zip(self.heads, self.estimators, strict=True)):
+            v_front, v_back = vectors[m], vectors[m + 1]
+            loss, cosine = mhan_loss(estimator(heads(v_front, v_back), v_front), v_back)
+            total = total + loss
+            cosines.append(cosine)
+        return total, cosines
+
+    def train_step(self, images: Tensor, labels: Tensor, epoch: int) -> dict[str, float]:
+        loss, cosines = self._losses(images)
+        loss.backward()
+        return {"loss": loss.item(), **{f"cos_m{m + 1}": c.item() for m, c in enumerate(cosines)}}
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        self.heads.eval()
+        self.estimators.eval()
+        sums: dict[str, float] = {}
+        count = 0
+        for images, _ in batches:
+            loss, cosines = self._losses(images)
+            n = images.shape[0]
+            sums["loss"] = sums.get("loss", 0.0) + loss.item() * n
+            for m, cosine in enumerate(cosines):
+                sums[f"cos_m{m + 1}"] = sums.get(f"cos_m{m + 1}", 0.0) + cosine.item() * n
+            count += n
+        row = {k: v / count for k, v in sums.items()}
+        row["cos"] = sum(row[f"cos_m{m + 1}"] for m in range(len(self.heads))) / len(self.heads)
+        return row
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"heads": self.heads.state_dict(), "estimators": self.estimators.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.heads.load_state_dict(state["heads"])
+        self.estimators.load_state_dict(state["estimators"])
+
+
+@register
+class MHGD(Distiller):
+    """Multi-head graph distillation: the student matches the teacher's attention graphs.
+
+    ``heads`` (A) = 0 is the student alone (Table 4's first column): no teacher, no MHAN.
+    """
+
+    name = "mhgd"
+    requires_teacher = True
+
+    def __init__(self, teacher: SensedModel | None, student: SensedModel, cfg: Any) -> None:
+        super().__init__(teacher, student, cfg)
+        self.beta, self.sign, self.student_k = float(cfg.beta), str(cfg.sign), int(cfg.student_k)
+        self._teacher = (teacher,)  # a reference, not a submodule: its weights are not ours
+        self.counter = ZeroedGradientCounter()
+        sensing = teacher.sensing if teacher is not None else student.sensing
+        self.heads = (
+            nn.ModuleList(
+                AttentionHeads(d_front, d_back, int(cfg.heads))
+                for d_front, d_back in module_widths(sensing)
+            )
+            if int(cfg.heads) > 0
+            else nn.ModuleList()
+        )
+        # (choice) an optional student-side 1x1 conv + BN per sensing point, for pairs whose
+        # channel counts differ; trained with the student, off by default.
+        self.adapters = (
+            nn.ModuleList(
+                nn.Sequential(
+                    nn.Conv2d(s.channels, t.channels, 1, bias=False),
+                    nn.BatchNorm2d(t.channels),
+                    nn.ReLU(),
+                )
+                for s, t in zip(student.sensing, sensing, strict=True)
+            )
+            if cfg.adapter and teacher is not None
+            else None
+        )
+
+    @classmethod
+    def needs_teacher(cls, cfg: Any) -> bool:
+        return int(cfg.heads) > 0
+
+    @classmethod
+    def describe(cls, cfg: Any) -> dict[str, Any]:
+        return {
+            "heads": int(cfg.heads),
+            "mhan_epochs": int(cfg.mhan.epochs),
+            "beta": float(cfg.beta),
+        }
+
+    @classmethod
+    def check_pair(
+        cls, cfg: Any, teacher: Sequence[SensingPoint], student: Sequence[SensingPoint]
+    ) -> None:
+        if len(teacher) != len(student):
+            raise ConfigError(
+                f"MHGD pairs sensing points one to one, but the teacher has {len(teacher)} and "
+                f"the student {len(student)}; pick a pair of the same family"
+            )
+        if not cfg.adapter:
+            require_same_channels(cls.name, teacher, student)
+
+    @classmethod
+    def pre_stages(cls, cfg: Any) -> list[PreStage]:
+        if int(cfg.heads) == 0:
+            return []
+        mhan = cfg.mhan
+        return [
+            PreStage(
+                name="mhan",
+                shared=True,
+                config={
+                    "heads": int(cfg.heads),
+                    "drop_head": bool(mhan.drop_head) and int(cfg.heads) > 1,
+                    "sign": str(cfg.sign),
+                    "seed": int(mhan.seed),
+                },
+                epochs=int(mhan.epochs),
+                lr=float(mhan.lr),
+            )
+        ]
+
+    def pre_stage_task(self, stage: PreStage, **runtime: Any) -> MhanTask:
+        if stage.name != "mhan":
+            return super().pre_stage_task(stage)
+        self.heads.requires_grad_(True)
+        return MhanTask(self._teacher[0], self.heads, bool(stage.config["drop_head"]), self.sign)
+
+    def load_pre_stage(self, stage: PreStage, task_state: Mapping[str, Any]) -> None:
+        if stage.name != "mhan":
+            super().load_pre_stage(stage, task_state)
+        self.heads.load_state_dict(task_state["heads"])
+        self.heads.requires_grad_(False)  # frozen for the student stage (section 5)
+
+    def train(self, mode: bool = True) -> MHGD:
+        """The heads stay in eval mode in the student stage: running statistics from stage 2."""
+        super().train(mode)
+        self.heads.eval()
+        return self
+
+    def loss_terms(
+        self, student_out: ModelOutput, teacher_out: ModelOutput | None, labels: Tensor
+    ) -> dict[str, Tensor]:
+        if teacher_out is None or not len(self.heads):
+            return {}
+        student_maps = student_out[1]
+        if self.adapters is not None:
+            student_maps = [adapt(f) for adapt, f in zip(self.adapters, student_maps, strict=True)]
+        t_vectors = [teacher_vectors(f, self.sign) for f in teacher_out[1]]
+        s_vectors = [
+            student_vectors(f, t, self.student_k, self.counter)
+            for f, t in zip(student_maps, t_vectors, strict=True)
+        ]
+        loss = student_maps[0].new_zeros((), dtype=torch.float32)
+        for m, heads in enumerate(self.heads):
+            with torch.no_grad():
+                s_teacher = heads(t_vectors[m], t_vectors[m + 1])
+            s_student = heads(s_vectors[m].float(), s_vectors[m + 1].float())
+            loss = loss + transfer_loss(s_student, s_teacher.float())
+        return {"transfer": loss}
+
+    def backward(
+        self, ce: Tensor, terms: Mapping[str, Tensor], params: Sequence[nn.Parameter], epoch: int
+    ) -> dict[str, float]:
+        if "transfer" not in terms:
+            return super().backward(ce, terms, params, epoch)
+        own = [p for p in self.parameters() if p.requires_grad]  # the optional adapters
+        if own:  # they learn from the transfer loss alone, so their gradient is not clipped
+            grads = torch.autograd.grad(terms["transfer"], own, retain_graph=True)
+            for param, grad in zip(own, grads, strict=True):
+                param.grad = grad
+        stats = combine_clipped_gradients(ce, terms["transfer"], params, self.beta, epoch)
+        stats["zeroed_svd_grads"] = float(self.counter.take())
+        return stats

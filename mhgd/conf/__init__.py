@@ -1,0 +1,1 @@
+"""Hydra configs of mhgd-train (a package so Hydra finds them from the console script)."""
