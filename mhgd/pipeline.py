@@ -10,7 +10,6 @@ waits and then reuses it. Every stage run, main or artifact, has its own run rec
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import time
 import traceback
@@ -22,77 +21,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mhgd.data import Batches, DataSpec, ImageSet, load_dataset
 from mhgd.engine.checkpoint import load_checkpoint
 from mhgd.engine.loop import FitOutcome, LoopSettings, TrainingTask, fit
-from mhgd.engine.optim import StageSchedule, role_schedule
 from mhgd.engine.preemption import Preempted, StopRequest
 from mhgd.engine.tasks import ClassifierTask
 from mhgd.errors import ConfigError
-from mhgd.methods import Distiller, PreStage, method_class
+from mhgd.methods import Distiller, method_class
 from mhgd.models import MODEL_NAMES, SensedModel, build_model
-from mhgd.records import RunDir, RunRecord, RunResult, cell_id, git_commit, stable_hash
+from mhgd.records import RunDir, RunRecord, RunResult, cell_id, git_commit
+from mhgd.stages import (
+    CHECKPOINT_FILE,
+    StageSpec,
+    checkpoint_file,
+    plain,
+    pre_stage_spec,
+    student_spec,
+    teacher_spec,
+)
 from mhgd.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.pt"
 STAGES = ("teacher", "student")
 EpochHook = Callable[[dict[str, Any]], None]
-
-
-def plain(node: Any) -> Any:
-    """A resolved plain-Python copy of a config node."""
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
-
-
-# -- identities: what a stage's result depends on (the artifact key hashes them) -------------
-def data_identity(cfg: DictConfig) -> dict[str, Any]:
-    return {k: v for k, v in plain(cfg.dataset).items() if k != "download"}
-
-
-def schedule_identity(schedule: StageSchedule) -> dict[str, Any]:
-    return {
-        "epochs": schedule.epochs,
-        "lr": schedule.lr,
-        "milestones": list(schedule.milestones),
-        "gamma": schedule.gamma,
-    }
-
-
-def teacher_identity(cfg: DictConfig, seed: int) -> dict[str, Any]:
-    return {
-        "stage": "teacher",
-        "dataset": data_identity(cfg),
-        "model": plain(cfg.teacher),
-        "schedule": schedule_identity(role_schedule(cfg.schedule, "teacher")),
-        "optim": plain(cfg.optim),
-        "seed": seed,
-    }
-
-
-@dataclass
-class StageSpec:
-    """One stage to run: who it is (identity), where, and how it is labelled in records."""
-
-    stage: str
-    identity: dict[str, Any]
-    run_dir: Path
-    role: str
-    schedule: StageSchedule
-    seed: int
-    model: str
-    teacher: str | None
-    method: str
-    hparams: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return stable_hash(self.identity)
 
 
 @dataclass
@@ -104,7 +58,6 @@ class Context:
     train: ImageSet
     eval: ImageSet
     spec: DataSpec
-    store: Path
     epoch_hook: EpochHook | None = None
     tags: list[str] = field(default_factory=list)
     extra_record: dict[str, Any] = field(default_factory=dict)
@@ -171,9 +124,7 @@ def prepare(cfg: DictConfig) -> Context:
         raise ConfigError(str(exc)) from exc
     except ValueError as exc:
         raise ConfigError(f"dataset: {exc}") from exc
-    return Context(
-        cfg, device, train.to(device), evaluation.to(device), spec, Path(cfg.paths.store)
-    )
+    return Context(cfg, device, train.to(device), evaluation.to(device), spec)
 
 
 # -- running one stage ------------------------------------------------------------------------
@@ -345,42 +296,9 @@ def _autocast(cfg: DictConfig) -> torch.dtype | None:
     return torch.bfloat16 if cfg.runtime.get("bf16") else None
 
 
-def _classifier_spec(
-    ctx: Context,
-    stage: str,
-    identity: dict[str, Any],
-    run_dir: Path,
-    role: str,
-    seed: int,
-    model_cfg: Any,
-    teacher: str | None,
-    method: str,
-    hparams: dict[str, Any],
-) -> StageSpec:
-    return StageSpec(
-        stage=stage,
-        identity=identity,
-        run_dir=run_dir,
-        role=role,
-        schedule=role_schedule(ctx.cfg.schedule, "teacher" if stage == "teacher" else "student"),
-        seed=seed,
-        model=model_cfg.name,
-        teacher=teacher,
-        method=method,
-        hparams=hparams,
-    )
-
-
-def teacher_spec(ctx: Context, seed: int, run_dir: Path | None = None) -> StageSpec:
-    identity = teacher_identity(ctx.cfg, seed)
-    role = "main" if run_dir is not None else "artifact"
-    where = run_dir or ctx.store / "teacher" / stable_hash(identity)
-    return _classifier_spec(
-        ctx, "teacher", identity, where, role, seed, ctx.cfg.teacher, None, "none", {}
-    )
-
-
-def train_classifier(ctx: Context, spec: StageSpec, model_cfg: Any) -> tuple[RunResult, Any]:
+def train_classifier(
+    ctx: Context, spec: StageSpec, model_cfg: Any
+) -> tuple[RunResult, TrainingTask]:
     """A classifier stage with no distillation (a teacher, or a student alone)."""
 
     def make() -> ClassifierTask:
@@ -399,16 +317,13 @@ def trained_teacher(ctx: Context) -> tuple[SensedModel, str]:
     """The frozen teacher of a student run: a given checkpoint, or the cached artifact."""
     model = _model(ctx.cfg.teacher, ctx.spec).to(ctx.device)
     if ctx.cfg.teacher_checkpoint:
-        path = Path(ctx.cfg.teacher_checkpoint)
-        path = path / CHECKPOINT_FILE if path.is_dir() else path
-        state = load_checkpoint(path)["task"]["model"]
-        source = str(path)
+        source = checkpoint_file(ctx.cfg.teacher_checkpoint)
+        state = load_checkpoint(source)["task"]["model"]
     else:
-        spec = teacher_spec(ctx, int(ctx.cfg.teacher_seed))
+        spec = teacher_spec(ctx.cfg, int(ctx.cfg.teacher_seed))
         with artifact_lock(spec.run_dir):
             _, task = train_classifier(ctx, spec, ctx.cfg.teacher)
-        state = task.state_dict()["model"]
-        source = str(spec.run_dir)
+        state, source = task.state_dict()["model"], spec.run_dir
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -419,99 +334,40 @@ def trained_teacher(ctx: Context) -> tuple[SensedModel, str]:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model, source
+    return model, str(source)
 
 
-def _teacher_key(ctx: Context, source: str) -> str:
-    """The identity of the teacher a student learned from (for cell ids and artifact keys)."""
-    path = Path(source)
-    run = RunDir(path if path.is_dir() else path.parent)
-    if run.has_record():
-        return run.read_record().artifact_key
-    return "file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def train_student(
+    ctx: Context, run_dir: Path, prerequisites_only: bool = False
+) -> RunResult | None:
+    """The student stage, after its teacher and its method's pre-stages.
 
-
-def student_identity(ctx: Context, teacher_key: str | None) -> dict[str, Any]:
-    return {
-        "stage": "student",
-        "dataset": data_identity(ctx.cfg),
-        "model": plain(ctx.cfg.student),
-        "schedule": schedule_identity(role_schedule(ctx.cfg.schedule, "student")),
-        "optim": plain(ctx.cfg.optim),
-        "method": plain(ctx.cfg.method),
-        "teacher": teacher_key,
-        "seed": int(ctx.cfg.seed),
-    }
-
-
-def pre_stage_spec(
-    ctx: Context, stage: PreStage, teacher_key: str | None, student_key: str, run_dir: Path
-) -> StageSpec:
-    """Shared pre-stages hang off the teacher (cached in the store); others off the student."""
-    schedule = StageSchedule(stage.epochs, stage.lr, tuple(stage.milestones), stage.gamma)
-    identity: dict[str, Any] = {
-        "stage": stage.name,
-        "dataset": data_identity(ctx.cfg),
-        "optim": plain(ctx.cfg.optim),
-        "schedule": schedule_identity(schedule),
-        "config": dict(stage.config),
-    }
-    if stage.shared:
-        identity.update(teacher=teacher_key, seed=int(stage.config.get("seed", 0)))
-        where = ctx.store / stage.name / stable_hash(identity)
-    else:
-        identity.update(student=student_key, seed=int(ctx.cfg.seed))
-        where = run_dir / stage.name
-    return StageSpec(
-        stage=stage.name,
-        identity=identity,
-        run_dir=where,
-        role="artifact",
-        schedule=schedule,
-        seed=identity["seed"],
-        model=ctx.cfg.student.name,
-        teacher=ctx.cfg.teacher.name if teacher_key else None,
-        method=ctx.cfg.method.name,
-        hparams=method_class(ctx.cfg.method.name).describe(ctx.cfg.method),
-    )
-
-
-def train_student(ctx: Context, run_dir: Path) -> RunResult:
-    """The student stage, after its teacher and its method's pre-stages."""
+    With ``prerequisites_only`` it stops once the shared artifacts (the teacher, MHGD's MHAN)
+    exist: a cluster submission runs that as a job the students depend on.
+    """
     cfg = ctx.cfg
-    method = method_class(cfg.method.name)
+    spec = student_spec(cfg, run_dir)
     finished = RunDir(run_dir).read_result()
-    if finished is not None and finished.status == "finished":
+    if finished is not None and finished.status == "finished" and not prerequisites_only:
         log.info("student already finished in %s: nothing to do", run_dir)
         return finished
-    teacher, teacher_source, teacher_key = None, None, None
+    method = method_class(cfg.method.name)
+    teacher, artifacts = None, {}
     if method.needs_teacher(cfg.method):
-        teacher, teacher_source = trained_teacher(ctx)
-        teacher_key = _teacher_key(ctx, teacher_source)
-    identity = student_identity(ctx, teacher_key)
-    spec = _classifier_spec(
-        ctx,
-        "student",
-        identity,
-        run_dir,
-        "main",
-        int(cfg.seed),
-        cfg.student,
-        cfg.teacher.name if teacher is not None else None,
-        cfg.method.name,
-        method.describe(cfg.method),
-    )
+        teacher, artifacts["teacher"] = trained_teacher(ctx)
     torch.manual_seed(spec.seed)
     student = _model(cfg.student, ctx.spec).to(ctx.device)
     distiller = method(teacher, student, cfg.method).to(ctx.device)
-    artifacts = {"teacher": teacher_source} if teacher_source else {}
     for stage in method.pre_stages(cfg.method):
-        pre = pre_stage_spec(ctx, stage, teacher_key, spec.key, run_dir)
-        lock = artifact_lock(pre.run_dir) if stage.shared else nullcontext()
-        with lock:
+        if prerequisites_only and not stage.shared:
+            continue
+        pre = pre_stage_spec(cfg, stage, spec.key, run_dir)
+        with artifact_lock(pre.run_dir) if stage.shared else nullcontext():
             _, task = run_stage(pre, ctx, lambda s=stage: distiller.pre_stage_task(s))
         distiller.load_pre_stage(stage, task.state_dict())
         artifacts[stage.name] = str(pre.run_dir)
+    if prerequisites_only:
+        return None
 
     def make() -> ClassifierTask:
         return ClassifierTask(
@@ -526,6 +382,15 @@ def train_student(ctx: Context, run_dir: Path) -> RunResult:
     return result
 
 
+def offer_to_store(ctx: Context, spec: StageSpec) -> None:
+    """Let students reuse a finished teacher run instead of training the same teacher again."""
+    slot = teacher_spec(ctx.cfg, spec.seed).run_dir
+    with artifact_lock(slot):
+        if not slot.exists():
+            slot.symlink_to(spec.run_dir.resolve(), target_is_directory=True)
+            log.info("teacher %s is now the cached teacher for its students", spec.run_dir)
+
+
 def run(
     cfg: DictConfig,
     run_dir: str | Path,
@@ -533,28 +398,23 @@ def run(
     epoch_hook: EpochHook | None = None,
     tags: list[str] | None = None,
     extra_record: dict[str, Any] | None = None,
-) -> RunResult:
+    prerequisites_only: bool = False,
+) -> RunResult | None:
     """Run the job ``cfg`` asks for in ``run_dir``: validate, load data, train what is missing.
 
     ``epoch_hook`` sees every epoch row of the main stage (a sweep reports to its pruner
     there); ``tags`` and ``extra_record`` are added to every stage's record and W&B run.
+    ``prerequisites_only`` builds only the cached artifacts the job needs (returns None).
     """
     ctx = prepare(cfg)
     ctx.epoch_hook, ctx.tags, ctx.extra_record = epoch_hook, list(tags or []), extra_record or {}
     if threads := cfg.runtime.get("threads"):
         torch.set_num_threads(int(threads))
     if cfg.stage == "teacher":
-        spec = teacher_spec(ctx, int(cfg.seed), Path(run_dir))
+        if prerequisites_only:
+            return None
+        spec = teacher_spec(cfg, int(cfg.seed), Path(run_dir))
         result, _ = train_classifier(ctx, spec, cfg.teacher)
         offer_to_store(ctx, spec)
         return result
-    return train_student(ctx, Path(run_dir))
-
-
-def offer_to_store(ctx: Context, spec: StageSpec) -> None:
-    """Let students reuse a finished teacher run instead of training the same teacher again."""
-    slot = teacher_spec(ctx, spec.seed).run_dir
-    with artifact_lock(slot):
-        if not slot.exists():
-            slot.symlink_to(spec.run_dir.resolve(), target_is_directory=True)
-            log.info("teacher %s is now the cached teacher for its students", spec.run_dir)
+    return train_student(ctx, Path(run_dir), prerequisites_only)

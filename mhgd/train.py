@@ -1,7 +1,7 @@
 """mhgd-train: train what a Hydra config asks for (a teacher, or a student and what it needs).
 
-    mhgd-train experiment=quickstart
-    mhgd-train -m experiment=table4/vgg_heads seed=0,1,2,3,4 method.heads=1,2,4,8,16
+mhgd-train experiment=quickstart
+mhgd-train -m experiment=table4/vgg_heads seed=0,1,2,3,4 method.heads=1,2,4,8,16
 """
 
 from __future__ import annotations
