@@ -6,7 +6,7 @@ mhgd-train -m experiment=table4/vgg_heads seed=0,1,2,3,4 method.heads=1,2,4,8,16
 
 from __future__ import annotations
 
-import logging
+import hashlib
 import sys
 
 import hydra
@@ -15,12 +15,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from mhgd.errors import ConfigError
 
-log = logging.getLogger("mhgd.train")
+MAX_DIRNAME = 120
 
 
 def _dirname(overrides: str) -> str:
-    """Run folder name from the command-line overrides ('default' when there are none)."""
-    return overrides.replace("/", "_") or "default"
+    """Run folder name from the command-line overrides ('default' when there are none).
+
+    The same overrides always give the same name, so re-running a command resumes its run. A
+    long list is cut and suffixed with a hash of all of it: file names stop at 255 bytes.
+    """
+    name = overrides.replace("/", "_") or "default"
+    if len(name) <= MAX_DIRNAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{name[: MAX_DIRNAME - 13]}-{digest}"
 
 
 OmegaConf.register_new_resolver("mhgd_dirname", _dirname, replace=True)

@@ -69,3 +69,14 @@ def test_channel_mismatch_names_both_channel_lists() -> None:
     student = build_model("vgg7", num_classes=100, image_size=32, width=0.25)
     with pytest.raises(ConfigError, match=r"\[16, 32, 64\].*\[16, 32, 64, 128, 128\]"):
         require_same_channels("mhgd", teacher.sensing, student.sensing)
+
+
+def test_run_folder_names_are_stable_and_short() -> None:
+    from mhgd.train import MAX_DIRNAME, _dirname
+
+    assert _dirname("") == "default"
+    assert _dirname("seed=1,teacher_checkpoint=/a/b") == "seed=1,teacher_checkpoint=_a_b"
+    long = ",".join(f"key{i}=value{i}" for i in range(40))
+    assert len(_dirname(long)) == MAX_DIRNAME
+    assert _dirname(long) == _dirname(long)
+    assert _dirname(long) != _dirname(long + ",one=more")

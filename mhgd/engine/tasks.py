@@ -31,7 +31,7 @@ class ClassifierTask:
         autocast: torch.dtype | None = None,
         channels_last: bool = False,
     ) -> None:
-        if method.requires_teacher and teacher is None:
+        if method.uses_teacher and teacher is None:
             raise ValueError(f"method {method.name!r} needs a teacher, none was given")
         self.model, self.method, self.teacher = model, method, teacher
         self.autocast, self.channels_last = autocast, channels_last
@@ -62,7 +62,7 @@ class ClassifierTask:
         with self._precision():
             out = self.model(images)
             teacher_out = (
-                no_grad_teacher(self.teacher, images) if self.method.requires_teacher else None
+                no_grad_teacher(self.teacher, images) if self.teacher is not None else None
             )
             terms = self.method.loss_terms(out, teacher_out, labels)
             ce = F.cross_entropy(out[0].float(), labels)

@@ -58,6 +58,10 @@ class Distiller(nn.Module):
         """Whether this configuration distils at all (MHGD with A = 0 does not)."""
         return cls.requires_teacher
 
+    @property
+    def uses_teacher(self) -> bool:
+        return self.needs_teacher(self.cfg)
+
     @classmethod
     def describe(cls, cfg: Any) -> dict[str, Any]:
         """The hyper-parameters a report groups by (e.g. MHGD's heads A, MHAN epochs, beta)."""

@@ -1,0 +1,187 @@
+"""Runs into one table: one row per run, the same columns whether it came from disk or W&B.
+
+On disk the run records are the source of truth (``mhgd.records``). A directory may be reached
+twice (a finished main teacher is also linked into the artifact store, a run folder may have
+been copied), so rows are deduplicated by the real path of the run folder and by W&B run id,
+which a run keeps for life. Two *different* runs of the same cell and seed are not duplicates
+of one run: they stay, and the aggregation flags them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from mhgd.errors import ConfigError
+from mhgd.records import RunDir, find_runs
+
+WANDB_PREFIX = "wandb:"
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "cell_id",
+    "stage",
+    "role",
+    "method",
+    "teacher",
+    "student",
+    "dataset",
+    "split",
+    "heads",
+    "mhan_epochs",
+    "beta",
+    "seed",
+    "status",
+    "last_top1",
+    "best_top1",
+    "epochs_done",
+    "epochs",
+    "wandb_id",
+    "artifact_key",
+    "run_dir",
+    "wandb_path",
+)
+HPARAM_COLUMNS = ("heads", "mhan_epochs", "beta")
+_DTYPES = {
+    "heads": "Int64",
+    "mhan_epochs": "Int64",
+    "seed": "Int64",
+    "epochs_done": "Int64",
+    "epochs": "Int64",
+    "beta": "float64",
+    "last_top1": "float64",
+    "best_top1": "float64",
+}
+
+
+def run_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The runs table from row dicts: every column present, numeric columns typed."""
+    frame = pd.DataFrame(list(rows), columns=list(RUN_COLUMNS))
+    frame = frame.astype(_DTYPES)
+    object_columns = [c for c in RUN_COLUMNS if c not in _DTYPES]
+    frame[object_columns] = frame[object_columns].astype(object)
+    return frame.where(frame.notna(), None) if frame.empty else frame
+
+
+def _split(run: RunDir) -> str | None:
+    """The data split the run evaluated on (sweeps use ``tune``, the paper's numbers ``final``)."""
+    path = run.file("config.yaml")
+    if not path.is_file():
+        return None
+    dataset = (yaml.safe_load(path.read_text()) or {}).get("dataset") or {}
+    return dataset.get("split")
+
+
+def disk_row(run: RunDir) -> dict[str, Any]:
+    """One run directory as a row; a run that never reported an epoch counts as running."""
+    record = run.read_record()
+    result = run.read_result()
+    top1 = result is not None and result.score_name == "top1"
+    return {
+        "cell_id": record.cell_id,
+        "stage": record.stage,
+        "role": record.role,
+        "method": record.method,
+        "teacher": record.teacher,
+        "student": record.model,
+        "dataset": record.dataset,
+        "split": _split(run),
+        **{key: record.hparams.get(key) for key in HPARAM_COLUMNS},
+        "seed": record.seed,
+        "status": result.status if result else "running",
+        "last_top1": result.last_score if top1 else None,
+        "best_top1": result.best_score if top1 else None,
+        "epochs_done": result.epochs_done if result else 0,
+        "epochs": result.epochs if result else None,
+        "wandb_id": record.wandb_id,
+        "artifact_key": record.artifact_key,
+        "run_dir": str(run.path),
+        "wandb_path": None,
+    }
+
+
+def runs_from_disk(roots: Sequence[str | Path]) -> pd.DataFrame:
+    """Every run below the given directories, each physical run once."""
+    rows, seen_paths, seen_ids = [], set(), set()
+    for root in roots:
+        if not Path(root).exists():
+            raise ConfigError(
+                f"run source {root} does not exist: give a run or sweep directory "
+                f"(e.g. outputs) or {WANDB_PREFIX}<entity>/<project>"
+            )
+        for run in find_runs(root):
+            real = os.path.realpath(run.path)
+            row = disk_row(run)
+            if real in seen_paths or (row["wandb_id"] and row["wandb_id"] in seen_ids):
+                continue
+            seen_paths.add(real)
+            seen_ids.add(row["wandb_id"])
+            rows.append(row)
+    return run_frame(rows)
+
+
+def load_runs(
+    sources: str | Path | Sequence[str | Path], wandb_filters: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
+    """Runs from directories and/or W&B projects (``wandb:entity/project``), one table."""
+    from mhgd.report.wandb_source import runs_from_wandb
+
+    if isinstance(sources, str | Path):
+        sources = [sources]
+    if not sources:
+        raise ConfigError("no run source given: name a runs directory or wandb:entity/project")
+    directories = [s for s in sources if not str(s).startswith(WANDB_PREFIX)]
+    projects = [str(s)[len(WANDB_PREFIX) :] for s in sources if str(s).startswith(WANDB_PREFIX)]
+    frames = [runs_from_disk(directories)] if directories else []
+    frames += [runs_from_wandb(project, wandb_filters) for project in projects]
+    return run_frame(pd.concat(frames, ignore_index=True).to_dict("records"))
+
+
+def _parse_value(text: str) -> Any:
+    parsed = yaml.safe_load(text)
+    return text if isinstance(parsed, dict | list) else parsed
+
+
+def parse_filters(items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` strings (from the command line) into a filter mapping."""
+    filters = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--filter {item!r}: write it as column=value, e.g. beta=1.0")
+        filters[key.strip()] = _parse_value(value.strip())
+    return filters
+
+
+def filter_runs(runs: pd.DataFrame, filters: Mapping[str, Any]) -> pd.DataFrame:
+    """Keep runs whose column equals the value; runs without that setting (a teacher has no
+    heads, a student alone no teacher) are kept, so one filter can pick the MHGD cell of a
+    table without emptying its other columns."""
+    keep = pd.Series(True, index=runs.index)
+    for column, value in filters.items():
+        if column not in runs.columns:
+            raise ConfigError(f"cannot filter on {column!r}: the columns are {list(RUN_COLUMNS)}")
+        values = runs[column]
+        if value is None:
+            keep &= values.isna()
+            continue
+        matches = values.astype(str) == str(value)
+        if pd.api.types.is_numeric_dtype(values) and isinstance(value, int | float):
+            matches = values.astype("float64") == float(value)
+        keep &= values.isna() | matches.fillna(False).astype(bool)
+    return runs[keep]
+
+
+def epoch_metrics(run: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The per-epoch rows of one run (a row of the runs table), from disk or from W&B."""
+    from mhgd.report.wandb_source import wandb_history
+
+    if run.get("run_dir"):
+        return RunDir(run["run_dir"]).read_metrics()
+    if run.get("wandb_path"):
+        return wandb_history(run["wandb_path"])
+    raise ConfigError(f"run {run.get('wandb_id')} has neither a run directory nor a W&B path")
