@@ -9,10 +9,9 @@ them alike and the printed ratios stay meaningful. On a GPU run it with --device
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import interleaved
 
 from mhgd.data import Batches, ImageSet
 from mhgd.engine.optim import build_sgd
@@ -63,25 +62,11 @@ def main() -> None:
             name: make_step(model_name, v, args.batch, device, args.width)
             for name, v in VARIANTS.items()
         }
-        for step in steps.values():
-            step()  # warm-up
-        timings: dict[str, list[float]] = {name: [] for name in steps}
-        for _ in range(args.rounds):
-            for name, step in steps.items():
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    step()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                timings[name].append((time.perf_counter() - start) / args.steps)
-        base = statistics.median(timings["fp32"])
-        for name, times in timings.items():
-            seconds = statistics.median(times)
+        seconds = interleaved(steps, rounds=args.rounds, steps=args.steps, device=device)
+        for name, took in seconds.items():
             print(
-                f"{model_name:12s} {name:20s} {args.batch / seconds:8.1f} img/s"
-                f"   x{base / seconds:.2f} vs fp32"
+                f"{model_name:12s} {name:20s} {args.batch / took:8.1f} img/s"
+                f"   x{seconds['fp32'] / took:.2f} vs fp32"
             )
 
 
