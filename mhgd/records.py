@@ -37,16 +37,30 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)(?P<p
 REDACTED = "***"
 
 
-def redact(value: Any) -> Any:
-    """Copy of a config tree with secrets masked: keys that name one, passwords inside URLs."""
+def _environment_secrets() -> list[str]:
+    """Values of environment variables whose names say they are secret (WANDB_API_KEY, ...)."""
+    return [v for k, v in os.environ.items() if _SECRET_KEY.search(k) and len(v) >= 6]
+
+
+def redact(value: Any, secrets: list[str] | None = None) -> Any:
+    """Copy of a config tree with secrets masked: values under keys that name a secret,
+    passwords inside URLs, and the value of any secret environment variable wherever it
+    appears (e.g. interpolated with ${oc.env:...} under an innocent key)."""
+    secrets = _environment_secrets() if secrets is None else secrets
     if isinstance(value, Mapping):
         return {
-            k: (REDACTED if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v))
+            k: (
+                REDACTED
+                if _SECRET_KEY.search(str(k)) and v not in (None, "")
+                else redact(v, secrets)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
+        return [redact(v, secrets) for v in value]
     if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
         return _URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}@", value)
     return value
 

@@ -28,6 +28,14 @@ def test_secret_keys_and_url_passwords_are_masked() -> None:
     assert config["logger"]["api_key"] == "abc123"  # the input is not modified
 
 
+def test_secret_environment_values_are_masked_wherever_they_appear(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
+    masked = redact({"note": "key=0123456789abcdef", "lr": 0.1})
+    assert masked == {"note": f"key={REDACTED}", "lr": 0.1}
+
+
 def test_ids_ignore_key_order_and_the_cell_ignores_the_seed() -> None:
     a = {"stage": "student", "model": {"name": "vgg7", "width": 1.0}, "seed": 0}
     b = {"seed": 3, "model": {"width": 1.0, "name": "vgg7"}, "stage": "student"}
