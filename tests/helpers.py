@@ -34,6 +34,7 @@ def tiny(tmp_path: Path, *extra: str, epochs: int = 2) -> list[str]:
         "optim.batch_size=64",
         "logger.mode=disabled",
         "runtime.device=cpu",
+        "runtime.threads=1",  # tiny models: threads only add overhead, and jobs run side by side
         f"paths.store={tmp_path / 'store'}",
         f"paths.outputs={tmp_path / 'outputs'}",
         *extra,

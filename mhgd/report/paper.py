@@ -36,10 +36,8 @@ COLUMN_LABELS: Mapping[str, str] = {
 }
 
 
-def label(name: str | None) -> str:
+def label(name: str) -> str:
     """The paper's name for a model or data set (the config name when the paper has none)."""
-    if name is None:
-        return "-"
     return LABELS.get(name, name)
 
 

@@ -10,61 +10,19 @@ of one run: they stay, and the aggregation flags them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import yaml
 
 from mhgd.errors import ConfigError
 from mhgd.records import RunDir, find_runs
+from mhgd.report.schema import HPARAM_COLUMNS, RUN_COLUMNS, run_frame
+from mhgd.report.wandb_source import runs_from_wandb, wandb_history
 
 WANDB_PREFIX = "wandb:"
-
-RUN_COLUMNS: tuple[str, ...] = (
-    "cell_id",
-    "stage",
-    "role",
-    "method",
-    "teacher",
-    "student",
-    "dataset",
-    "split",
-    "heads",
-    "mhan_epochs",
-    "beta",
-    "seed",
-    "status",
-    "last_top1",
-    "best_top1",
-    "epochs_done",
-    "epochs",
-    "wandb_id",
-    "artifact_key",
-    "run_dir",
-    "wandb_path",
-)
-HPARAM_COLUMNS = ("heads", "mhan_epochs", "beta")
-_DTYPES = {
-    "heads": "Int64",
-    "mhan_epochs": "Int64",
-    "seed": "Int64",
-    "epochs_done": "Int64",
-    "epochs": "Int64",
-    "beta": "float64",
-    "last_top1": "float64",
-    "best_top1": "float64",
-}
-
-
-def run_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """The runs table from row dicts: every column present, numeric columns typed."""
-    frame = pd.DataFrame(list(rows), columns=list(RUN_COLUMNS))
-    frame = frame.astype(_DTYPES)
-    object_columns = [c for c in RUN_COLUMNS if c not in _DTYPES]
-    frame[object_columns] = frame[object_columns].astype(object)
-    return frame.where(frame.notna(), None) if frame.empty else frame
 
 
 def _split(run: RunDir) -> str | None:
@@ -128,8 +86,6 @@ def load_runs(
     sources: str | Path | Sequence[str | Path], wandb_filters: Mapping[str, Any] | None = None
 ) -> pd.DataFrame:
     """Runs from directories and/or W&B projects (``wandb:entity/project``), one table."""
-    from mhgd.report.wandb_source import runs_from_wandb
-
     if isinstance(sources, str | Path):
         sources = [sources]
     if not sources:
@@ -138,7 +94,10 @@ def load_runs(
     projects = [str(s)[len(WANDB_PREFIX) :] for s in sources if str(s).startswith(WANDB_PREFIX)]
     frames = [runs_from_disk(directories)] if directories else []
     frames += [runs_from_wandb(project, wandb_filters) for project in projects]
-    return run_frame(pd.concat(frames, ignore_index=True).to_dict("records"))
+    runs = pd.concat(frames, ignore_index=True)
+    # A run given both as a folder and as its W&B mirror is one run: keep the record on disk.
+    mirrored = runs["wandb_id"].notna() & runs["wandb_id"].duplicated()
+    return runs[~mirrored].reset_index(drop=True)
 
 
 def _parse_value(text: str) -> Any:
@@ -178,10 +137,39 @@ def filter_runs(runs: pd.DataFrame, filters: Mapping[str, Any]) -> pd.DataFrame:
 
 def epoch_metrics(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The per-epoch rows of one run (a row of the runs table), from disk or from W&B."""
-    from mhgd.report.wandb_source import wandb_history
-
     if run.get("run_dir"):
         return RunDir(run["run_dir"]).read_metrics()
     if run.get("wandb_path"):
         return wandb_history(run["wandb_path"])
     raise ConfigError(f"run {run.get('wandb_id')} has neither a run directory nor a W&B path")
+
+
+def resolve_cell(runs: pd.DataFrame, prefix: str) -> str:
+    """The main-run cell id that ``prefix`` starts (ids are long; a unique prefix will do)."""
+    cells = sorted({c for c in runs.loc[runs["role"] == "main", "cell_id"] if c.startswith(prefix)})
+    if len(cells) == 1:
+        return cells[0]
+    if not cells:
+        raise ConfigError(f"no main runs of a cell {prefix!r}: the tables' cell column lists them")
+    raise ConfigError(f"cell {prefix!r} is ambiguous: it starts {cells}; give more characters")
+
+
+class RunHistory(NamedTuple):
+    """The epoch rows of one run and how it ended (only finished runs make a cell's mean)."""
+
+    status: str
+    rows: list[dict[str, Any]]
+
+
+def cell_histories(runs: pd.DataFrame, cell: str) -> dict[str, RunHistory]:
+    """The epoch rows of every main run of a cell, labelled by seed (and status if unfinished)."""
+    members = runs[(runs["role"] == "main") & (runs["cell_id"] == cell)]
+    histories = {}
+    for number, run in enumerate(members.sort_values("seed").to_dict("records")):
+        name = f"seed {run['seed']}" + (
+            "" if run["status"] == "finished" else f" ({run['status']})"
+        )
+        if name in histories:
+            name = f"{name} #{number}"
+        histories[name] = RunHistory(run["status"], epoch_metrics(run))
+    return histories

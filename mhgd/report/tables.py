@@ -1,0 +1,249 @@
+"""The paper's tables rebuilt from cells: which cell feeds which entry, next to the paper.
+
+An entry is chosen by (stage, method, data set, student, teacher, heads): TN is a main teacher
+run, SN a student trained alone (method ``none``), a method column that method's students of
+the row's teacher, MHGD any head count above 0, and Table 4's column A the MHGD students with
+A heads (A = 0, the student alone, has no teacher). Every entry is one row of ``Table.entries``;
+an entry no run feeds keeps a row with no numbers, and an entry several cells feed (say two
+values of beta) gets one row per cell, flagged, never a pooled mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mhgd.errors import ConfigError
+from mhgd.report.aggregate import CELL_COLUMNS, DESCRIPTION
+from mhgd.report.paper import (
+    COLUMN_LABELS,
+    COMPARISON_TABLES,
+    TABLE4_CAPTION,
+    TABLE4_DATASET,
+    TABLE4_HEADS,
+    TABLE4_STUDENT,
+    TABLE4_TEACHER,
+    PaperRow,
+    PaperTable,
+    label,
+)
+
+TABLE_NAMES = ("table1", "table2", "table3", "table4")
+ENTRY_COLUMNS: tuple[str, ...] = (
+    "table",
+    "setting",
+    "row",
+    "column",
+    "paper",
+    *CELL_COLUMNS,
+    "diff",
+)
+PAPER_SETTING = "paper setting"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One entry of a table and the runs that may fill it (``model`` is the trained network:
+    the teacher itself for a TN entry)."""
+
+    row: str
+    column: str
+    paper: float | None
+    stage: str
+    method: str
+    dataset: str
+    model: str
+    teacher: str | None
+    heads_min: int | None = None
+    heads_max: int | None = None
+
+    def matches(self, cells: pd.DataFrame) -> pd.Series:
+        teacher = (
+            cells["teacher"].isna() if self.teacher is None else cells["teacher"] == self.teacher
+        )
+        keep = (
+            (cells["stage"] == self.stage)
+            & (cells["method"] == self.method)
+            & (cells["dataset"] == self.dataset)
+            & (cells["student"] == self.model)
+            & teacher
+        )
+        if self.heads_min is not None:
+            keep &= cells["heads"].fillna(-1) >= self.heads_min
+        if self.heads_max is not None:
+            keep &= cells["heads"].fillna(-1) <= self.heads_max
+        return keep.astype(bool)
+
+
+@dataclass
+class Table:
+    """A rebuilt table: long-format entries plus what a reader must know to read them."""
+
+    name: str
+    title: str
+    note: str | None
+    keys: tuple[tuple[str, str], ...]  # (entry column, header) that identify an entry
+    entries: pd.DataFrame
+
+    @property
+    def is_paper_setting(self) -> bool:
+        return self.note is None
+
+
+def _method_slot(row: str, column: str, paper: float | None, dataset: str, pair: PaperRow) -> Slot:
+    """TN: the teacher's own main runs; SN: the student alone; else that method's students."""
+    common = {
+        "row": row,
+        "column": COLUMN_LABELS.get(column, column),
+        "paper": paper,
+        "dataset": dataset,
+    }
+    if column == "teacher":
+        return Slot(**common, stage="teacher", method="none", model=pair.teacher, teacher=None)
+    if column == "none":
+        return Slot(**common, stage="student", method="none", model=pair.student, teacher=None)
+    return Slot(
+        **common,
+        stage="student",
+        method=column,
+        model=pair.student,
+        teacher=pair.teacher,
+        heads_min=1 if column == "mhgd" else None,
+    )
+
+
+def comparison_slots(paper: PaperTable, dataset: str) -> list[Slot]:
+    """Tables 1-3: every (pair, column) of the paper's table, on ``dataset``."""
+    slots = []
+    for pair in paper.rows:
+        row = f"{label(pair.teacher)} -> {label(pair.student)}"
+        if paper.name == "table3":  # one teacher for the whole table: rows name the student
+            row = label(pair.student)
+        for column in paper.columns:
+            slots.append(_method_slot(row, column, pair.numbers[column], dataset, pair))
+    return slots
+
+
+def heads_slots(cells: pd.DataFrame, dataset: str, teacher: str, student: str) -> list[Slot]:
+    """Table 4: the paper's head counts plus any other count the runs have."""
+    row = f"{label(teacher)} -> {label(student)}"
+    common = {
+        "row": row,
+        "stage": "student",
+        "method": "mhgd",
+        "dataset": dataset,
+        "model": student,
+    }
+    distilled = Slot(**common, column="", paper=None, teacher=teacher, heads_min=1)
+    found = {int(a) for a in cells.loc[distilled.matches(cells), "heads"].dropna()}
+    return [
+        Slot(
+            **common,
+            column=str(heads),
+            paper=TABLE4_HEADS.get(heads),
+            teacher=teacher if heads > 0 else None,  # A = 0 is the student alone
+            heads_min=heads,
+            heads_max=heads,
+        )
+        for heads in sorted(set(TABLE4_HEADS) | found)
+    ]
+
+
+def _differences(candidates: pd.DataFrame) -> list[str]:
+    return [c for c in DESCRIPTION if candidates[c].astype(str).nunique() > 1]
+
+
+def fill(slots: list[Slot], cells: pd.DataFrame, table: str, setting: str) -> pd.DataFrame:
+    """Entries of ``slots`` from ``cells``: one row per (slot, matching cell)."""
+    rows = []
+    for slot in slots:
+        base = {
+            "table": table,
+            "setting": setting,
+            "row": slot.row,
+            "column": slot.column,
+            "paper": slot.paper,
+            "flags": "",
+        }
+        candidates = cells[slot.matches(cells)]
+        if candidates.empty:
+            rows.append(base)
+            continue
+        differ = _differences(candidates)
+        for _, cell in candidates.iterrows():
+            entry = {**base, **cell.to_dict()}
+            if len(candidates) > 1:
+                which = ", ".join(f"{c}={cell[c]}" for c in differ) or "compare their configs"
+                ambiguity = (
+                    f"one of {len(candidates)} cells for this entry (this one: {which}); "
+                    "pick one with --filter"
+                )
+                entry["flags"] = "; ".join(f for f in (ambiguity, entry["flags"]) if f)
+            rows.append(entry)
+    entries = pd.DataFrame(rows, columns=list(ENTRY_COLUMNS))
+    entries = entries.astype({"heads": "Int64", "mhan_epochs": "Int64", "n_seeds": "Int64"})
+    entries["diff"] = entries["last_mean"].astype(float) - entries["paper"].astype(float)
+    return entries
+
+
+def _demo_note(paper_dataset: str, dataset: str, paper_pair: str, pair: str) -> str | None:
+    """What makes a table not the paper's setting (None when it is), for every output."""
+    parts = []
+    if dataset != paper_dataset:
+        parts.append(
+            f"{label(dataset)} demo, not the paper's setting (the paper used "
+            f"{label(paper_dataset)})"
+        )
+    if pair != paper_pair:
+        parts.append(f"{pair} is not the paper's pair ({paper_pair})")
+    return "; ".join(parts) or None
+
+
+def _heads_table(cells: pd.DataFrame, dataset: str, teacher: str, student: str) -> Table:
+    pair = f"{label(teacher)} -> {label(student)}"
+    paper_pair = f"{label(TABLE4_TEACHER)} -> {label(TABLE4_STUDENT)}"
+    note = _demo_note(TABLE4_DATASET, dataset, paper_pair, pair)
+    entries = fill(
+        heads_slots(cells, dataset, teacher, student), cells, "table4", note or PAPER_SETTING
+    )
+    title = f"{TABLE4_CAPTION}, {pair}, {label(dataset)}"
+    return Table("table4", title, note, (("column", "A"),), entries)
+
+
+def _comparison_table(cells: pd.DataFrame, paper: PaperTable, dataset: str) -> Table:
+    note = _demo_note(paper.dataset, dataset, "", "")
+    entries = fill(comparison_slots(paper, dataset), cells, paper.name, note or PAPER_SETTING)
+    title = f"{paper.caption}, {label(dataset)}"
+    row_header = "TN -> SN"
+    if paper.name == "table3":
+        title += f", TN = {label(paper.rows[0].teacher)}"
+        row_header = "SN"
+    return Table(paper.name, title, note, (("row", row_header), ("column", "method")), entries)
+
+
+def build_table(
+    name: str,
+    cells: pd.DataFrame,
+    *,
+    dataset: str | None = None,
+    teacher: str | None = None,
+    student: str | None = None,
+) -> Table:
+    """Table ``name`` from aggregated cells, on the paper's setting unless told otherwise."""
+    if name not in TABLE_NAMES:
+        raise ConfigError(f"unknown table {name!r}: choose one of {list(TABLE_NAMES)}")
+    if name == "table4":
+        return _heads_table(
+            cells,
+            dataset or TABLE4_DATASET,
+            teacher or TABLE4_TEACHER,
+            student or TABLE4_STUDENT,
+        )
+    if teacher or student:
+        raise ConfigError(
+            f"{name} has fixed teacher/student pairs: --teacher and --student only apply "
+            "to table4 (--dataset works for every table)"
+        )
+    paper = COMPARISON_TABLES[name]
+    return _comparison_table(cells, paper, dataset or paper.dataset)

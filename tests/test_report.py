@@ -1,0 +1,442 @@
+"""The report on real run records: a tiny Table 4 grid (A = 0, 1, 2; 3 seeds) on the digits,
+plus a main teacher, a student alone, a failed, a pruned and a repeated run.
+
+Expected numbers are computed here from the result.json files with json and statistics only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pandas as pd
+import pytest
+from wandb.apis.public.runs import Run
+
+from mhgd.errors import ConfigError
+from mhgd.pipeline import run
+from mhgd.report import aggregate, build_table, load_runs, to_latex, to_markdown
+from mhgd.report.aggregate import summarise
+from mhgd.report.cli import main as report_main
+from mhgd.report.paper import COMPARISON_TABLES, TABLE4_HEADS
+from mhgd.report.runs import filter_runs, parse_filters
+from mhgd.report.schema import RUN_COLUMNS, run_frame
+from mhgd.report.wandb_source import frame_from_wandb_runs
+from tests.helpers import compose_config, tiny
+
+REPO = Path(__file__).resolve().parent.parent
+HEADS, SEEDS = (0, 1, 2), (0, 1, 2)
+# Two-sided 95% Student-t quantiles t(0.975, df), from a printed t table.
+T975 = {1: 12.706204736174707, 2: 4.302652729749464, 3: 3.182446305284263}
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class Pruned(RuntimeError):
+    run_status = "pruned"
+
+
+def raise_at_first_epoch(exception: type[Exception]):
+    def hook(row: dict) -> None:
+        raise exception(f"stopped after epoch {row['epoch']}")
+
+    return hook
+
+
+@pytest.fixture(scope="session")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real runs (about a minute on 2 cores); returns the folder holding outputs/ and store/."""
+    root = tmp_path_factory.mktemp("report")
+
+    def train(folder: str, *overrides: str, hook=None) -> None:
+        cfg = compose_config(*tiny(root, "runtime.threads=1", *overrides))
+        run(cfg, root / "outputs" / folder, epoch_hook=hook)
+
+    def mhgd(heads: int, seed: int) -> tuple[str, ...]:
+        return ("method=mhgd", f"method.heads={heads}", "method.mhan.epochs=1", f"seed={seed}")
+
+    train("teacher/seed=0", "stage=teacher")  # also becomes the students' cached teacher
+    for seed in (0, 1):
+        train(f"student/seed={seed}", f"seed={seed}")
+    for heads in HEADS:
+        for seed in SEEDS:
+            train(f"heads/A={heads},seed={seed}", *mhgd(heads, seed))
+    with pytest.raises(Crash):
+        train("heads/A=2,seed=3", *mhgd(2, 3), hook=raise_at_first_epoch(Crash))
+    with pytest.raises(Pruned):
+        train("heads/A=1,seed=4", *mhgd(1, 4), hook=raise_at_first_epoch(Pruned))
+    train("heads-again/A=1,seed=0", *mhgd(1, 0))  # a second finished run of one cell and seed
+    return root
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def expected_cells(root: Path) -> dict[str, dict]:
+    """Per main cell, from the files alone: finished values per seed, and statuses."""
+    cells: dict[str, dict] = defaultdict(lambda: {"last": defaultdict(list), "statuses": []})
+    for folder, _, files in os.walk(root / "outputs"):
+        if "record.json" not in files:
+            continue
+        record = read_json(Path(folder) / "record.json")
+        result = read_json(Path(folder) / "result.json")
+        if record["role"] != "main":
+            continue
+        cell = cells[record["cell_id"]]
+        cell["record"] = record
+        cell["statuses"].append(result["status"])
+        if result["status"] == "finished":
+            cell["last"][record["seed"]].append(result["last_score"])
+    return cells
+
+
+def cell_of(cells: pd.DataFrame, **where) -> pd.Series:
+    selected = cells
+    for column, value in where.items():
+        selected = selected[selected[column] == value]
+    assert len(selected) == 1, f"{len(selected)} cells match {where}"
+    return selected.iloc[0]
+
+
+# -- loading ------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_runs_table_counts_each_run_once(grid: Path) -> None:
+    runs = load_runs(grid)
+    assert tuple(runs.columns) == RUN_COLUMNS
+    main = runs[runs["role"] == "main"]
+    # 1 teacher + 2 students alone + 9 grid + failed + pruned + repeat; the teacher's store
+    # link is the same run, and the two MHANs (A = 1, 2) are artifacts.
+    assert len(main) == 15
+    assert sorted(runs.loc[runs["role"] == "artifact", "stage"]) == ["mhan", "mhan"]
+    store_link = next(p for p in (grid / "store" / "teacher").iterdir() if p.is_symlink())
+    both = load_runs([grid / "outputs", store_link, grid / "store"])
+    assert len(both) == len(runs)
+    assert (both["stage"] == "teacher").sum() == 1
+    teacher = both[both["stage"] == "teacher"].iloc[0]
+    assert (teacher["role"], teacher["student"], teacher["teacher"]) == ("main", "vgg16", None)
+    grid_runs = main[main["method"] == "mhgd"]
+    assert set(grid_runs["heads"]) == set(HEADS)
+    assert set(grid_runs.loc[grid_runs["heads"] == 0, "teacher"]) == {None}
+    assert set(grid_runs.loc[grid_runs["heads"] > 0, "teacher"]) == {"vgg16"}
+    assert set(main["split"]) == {"final"} and set(main["dataset"]) == {"digits"}
+
+
+# -- aggregation against the files --------------------------------------------------------
+@pytest.mark.slow
+def test_aggregation_matches_the_result_files(grid: Path) -> None:
+    expected = expected_cells(grid)
+    cells = aggregate(load_runs(grid)).set_index("cell_id")
+    assert set(cells.index) == set(expected)
+    for cell_id, want in expected.items():
+        got = cells.loc[cell_id]
+        per_seed = [statistics.mean(v) for _, v in sorted(want["last"].items())]
+        assert got["n_seeds"] == len(per_seed)
+        assert got["seeds"] == ",".join(str(s) for s in sorted(want["last"]))
+        assert got["last_mean"] == pytest.approx(statistics.mean(per_seed))
+        assert got["n_failed"] == want["statuses"].count("failed")
+        assert got["n_pruned"] == want["statuses"].count("pruned")
+        if len(per_seed) > 1:
+            sd = statistics.stdev(per_seed)
+            assert got["last_std"] == pytest.approx(sd)
+            half = T975[len(per_seed) - 1] * sd / math.sqrt(len(per_seed))
+            assert got["last_ci95"] == pytest.approx(half)
+        else:
+            assert math.isnan(got["last_std"]) and math.isnan(got["last_ci95"])
+    assert len(cells) == 5  # teacher, student alone, A = 0, 1, 2
+
+
+@pytest.mark.slow
+def test_flags_name_what_is_wrong(grid: Path) -> None:
+    cells = aggregate(load_runs(grid))
+    a0 = cell_of(cells, method="mhgd", heads=0)
+    a1 = cell_of(cells, method="mhgd", heads=1)
+    a2 = cell_of(cells, method="mhgd", heads=2)
+    assert a0["flags"] == "3 of 5 seeds finished"
+    assert a1["flags"] == "3 of 5 seeds finished; 1 pruned; seed 0 finished more than once"
+    assert a2["flags"] == "3 of 5 seeds finished; 1 failed"
+    assert a1["duplicated_seeds"] == "0"
+    assert a2["n_seeds"] == 3  # the failed seed 3 is not averaged in
+    complete = aggregate(load_runs(grid), expected_seeds=3)
+    assert cell_of(complete, method="mhgd", heads=0)["flags"] == ""
+
+
+# -- tables -------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_table4_from_the_digits_grid(grid: Path) -> None:
+    cells = aggregate(load_runs(grid))
+    table = build_table("table4", cells, dataset="digits")
+    assert "digits demo, not the paper's setting" in table.note
+    entries = table.entries.set_index("column")
+    assert list(entries.index) == [str(a) for a in sorted(TABLE4_HEADS)]
+    for heads in HEADS:
+        cell = cell_of(cells, method="mhgd", heads=heads)
+        entry = entries.loc[str(heads)]
+        assert entry["cell_id"] == cell["cell_id"]
+        assert entry["paper"] == TABLE4_HEADS[heads]
+        assert entry["diff"] == pytest.approx(cell["last_mean"] - TABLE4_HEADS[heads])
+    assert entries.loc[["4", "8", "16"], "last_mean"].isna().all()
+    text = to_markdown(table)
+    assert "digits demo, not the paper's setting" in text
+    a1 = entries.loc["1"]
+    assert f"{a1['last_mean']:.2f} ± {a1['last_std']:.2f} !" in text
+    assert "| 16 | 66.70 | - |" in text
+    assert r"$\pm$" in to_latex(table) and "digits demo" in to_latex(table)
+
+
+@pytest.mark.slow
+def test_tables_only_use_runs_of_their_setting(grid: Path) -> None:
+    cells = aggregate(load_runs(grid))
+    paper_setting = build_table("table4", cells)
+    assert paper_setting.note is None
+    assert paper_setting.entries["cell_id"].isna().all()
+
+
+@pytest.mark.slow
+def test_table1_columns_and_ambiguous_entries(grid: Path) -> None:
+    runs = load_runs(grid)
+    cells = aggregate(runs)
+    table = build_table("table1", cells, dataset="digits")
+    vgg = table.entries[table.entries["row"] == "VGG16 -> VGG7"]
+    teacher = vgg[vgg["column"] == "TN"].iloc[0]
+    assert teacher["cell_id"] == cell_of(cells, stage="teacher")["cell_id"]
+    assert teacher["n_seeds"] == 1 and teacher["paper"] == 67.99
+    alone = vgg[vgg["column"] == "SN"].iloc[0]
+    assert alone["cell_id"] == cell_of(cells, method="none", stage="student")["cell_id"]
+    for method in ("Soft-logits", "FSP", "AB", "KD-SVD", "KD-SVDF"):
+        assert vgg[vgg["column"] == method]["cell_id"].isna().all()
+    mhgd = vgg[vgg["column"] == "MHGD"]
+    assert sorted(mhgd["heads"]) == [1, 2]
+    for heads, flags in zip(mhgd["heads"], mhgd["flags"], strict=True):
+        assert f"one of 2 cells for this entry (this one: heads={heads}); pick one" in flags
+    narrowed = build_table("table1", aggregate(filter_runs(runs, {"heads": 2})), dataset="digits")
+    rows = narrowed.entries
+    assert rows[(rows["row"] == "VGG16 -> VGG7") & (rows["column"] == "MHGD")][
+        "heads"
+    ].tolist() == [2]
+    assert rows[rows["column"] == "SN"]["n_seeds"].dropna().tolist() == [2]  # kept: no heads
+    assert "| VGG16 -> VGG7 | FSP | 61.87 | - |" in to_markdown(table)
+
+
+# -- the command --------------------------------------------------------------------------
+@pytest.mark.slow
+def test_report_command_prints_and_writes_table4(
+    grid: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert report_main(["table4", str(grid), "--dataset", "digits", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "Table 4" in printed and "digits demo, not the paper's setting" in printed
+    for suffix in ("md", "tex", "csv", "png", "pdf"):
+        assert (tmp_path / f"table4.{suffix}").stat().st_size > 0
+    assert (tmp_path / "table4.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "table4.pdf").read_bytes()[:4] == b"%PDF"
+    csv = pd.read_csv(tmp_path / "table4.csv")
+    assert csv["column"].tolist() == sorted(TABLE4_HEADS)
+    assert (csv["setting"].str.contains("digits demo")).all()
+
+
+@pytest.mark.slow
+def test_curves_command(grid: Path, tmp_path: Path) -> None:
+    cells = aggregate(load_runs(grid))
+    cell = cell_of(cells, method="mhgd", heads=2)["cell_id"]
+    assert report_main(["curves", cell[:6], str(grid), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / f"curves-{cell}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / f"curves-{cell}.pdf").is_file()
+
+
+@pytest.mark.slow
+def test_report_logs_to_wandb_offline(grid: Path, tmp_path: Path) -> None:
+    argv = ["table1", str(grid), "--dataset", "digits", "--out", str(tmp_path), "--wandb-log"]
+    assert report_main([*argv, "--wandb-mode", "offline"]) == 0
+    offline = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and any(offline[0].glob("*.wandb"))
+
+
+def test_report_command_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert report_main(["table4", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert report_main(["table1", str(tmp_path), "--teacher", "vgg16", "--out", str(tmp_path)]) == 2
+    assert "only apply to table4" in capsys.readouterr().err
+    assert report_main(["table4", str(tmp_path), "--filter", "colour=red"]) == 2
+    assert "cannot filter on 'colour'" in capsys.readouterr().err
+    assert report_main(["table4", "wandb:no-entity", "--out", str(tmp_path)]) == 2
+    assert "wandb:<entity>/<project>" in capsys.readouterr().err
+
+
+# -- W&B as a source ----------------------------------------------------------------------
+def wandb_run(record: dict, result: dict, config: dict, *, full: bool) -> Run:
+    """A public-API Run object as the W&B server returns it for a run the tracker logged."""
+    hparams = record["hparams"]
+    logged = {"cell_id": record["cell_id"], "seed": record["seed"], **hparams}
+    if full:
+        logged.update({k: record[k] for k in ("stage", "role", "method", "dataset", "teacher")})
+        logged.update(model=record["model"], artifact_key=record["artifact_key"])
+    model = config["teacher"] if record["stage"] == "teacher" else config["student"]
+    identity = {"stage": record["stage"], "dataset": config["dataset"], "model": model}
+    if record["stage"] == "student":
+        identity["method"] = config["method"]
+    identity["schedule"] = {"epochs": result["epochs"]}
+    attrs = {
+        "name": f"{record['stage']}-{record['cell_id']}",
+        "state": "finished" if result["status"] == "finished" else "failed",
+        "group": record["cell_id"],
+        "jobType": record["stage"],
+        "config": json.dumps({k: {"value": v} for k, v in {**identity, "run": logged}.items()}),
+        "summaryMetrics": json.dumps(
+            {
+                "status": result["status"],
+                "last_top1": result["last_score"],
+                "best_top1": result["best_score"],
+                "epoch": result["epochs_done"],
+            }
+        ),
+    }
+    return Run(None, "team", "mhgd", record["wandb_id"], attrs=attrs, lazy=True)
+
+
+def mirrored_runs(root: Path, *, full: bool) -> list[Run]:
+    import yaml
+
+    runs = []
+    for folder, _, files in os.walk(root / "outputs"):
+        if "record.json" in files:
+            record = read_json(Path(folder) / "record.json")
+            config = yaml.safe_load((Path(folder) / "config.yaml").read_text())
+            result = read_json(Path(folder) / "result.json")
+            runs.append(wandb_run(record, result, config, full=full))
+    return runs
+
+
+@pytest.mark.slow
+def test_wandb_runs_give_the_same_table(grid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_DIR", str(grid / "wandb-cache"))  # Run objects make a folder
+    disk = load_runs(grid / "outputs")
+    remote = frame_from_wandb_runs(mirrored_runs(grid, full=True))
+    assert tuple(remote.columns) == RUN_COLUMNS
+    assert remote["wandb_path"].str.startswith("team/mhgd/").all()
+    same = [c for c in RUN_COLUMNS if c not in ("run_dir", "wandb_path")]
+    key = ["wandb_id"]
+    left = disk[same].sort_values(key).reset_index(drop=True)
+    right = remote[same].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(left, right, check_dtype=False)
+    pd.testing.assert_frame_equal(aggregate(disk), aggregate(remote), check_dtype=False)
+
+
+@pytest.mark.slow
+def test_wandb_runs_without_record_fields_are_read_with_a_warning(
+    grid: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_DIR", str(grid / "wandb-cache"))
+    with pytest.warns(UserWarning, match="teacher names are unknown"):
+        remote = frame_from_wandb_runs(mirrored_runs(grid, full=False))
+    assert set(remote["role"]) == {"main"} and remote["teacher"].isna().all()
+    students = remote[remote["stage"] == "student"]
+    assert set(students["method"]) == {"none", "mhgd"} and set(students["student"]) == {"vgg7"}
+    assert set(remote.loc[remote["stage"] == "teacher", "student"]) == {"vgg16"}
+
+
+# -- notebooks ----------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["table4.ipynb", "tables.ipynb"])
+def test_notebook_runs_top_to_bottom(
+    name: str, grid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MHGD_RUNS", str(grid))
+    monkeypatch.setenv("MHGD_DATASET", "digits")
+    monkeypatch.setenv("MHGD_REPORTS", str(tmp_path))
+    notebook = nbformat.read(REPO / "analysis" / name, as_version=4)
+    nbclient.NotebookClient(
+        notebook, kernel_name="python3", timeout=300, resources={"metadata": {"path": tmp_path}}
+    ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    texts = " ".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert "digits demo, not the paper's setting" in texts
+    if name == "table4.ipynb":
+        assert "Table 4" in texts and len(images) == 2  # the table's figure and the curves
+        assert (tmp_path / "table4.csv").is_file()
+    else:
+        assert all(f"Table {n}" in texts for n in (1, 2, 3)) and len(images) == 3
+
+
+def test_committed_notebooks_are_the_built_ones_without_outputs() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build", REPO / "analysis" / "build_notebooks.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    for name, make in build.NOTEBOOKS.items():
+        committed = nbformat.read(REPO / "analysis" / name, as_version=4)
+        assert committed == make(), f"analysis/{name} is stale: run analysis/build_notebooks.py"
+        assert all(not c.get("outputs") for c in committed.cells if c.cell_type == "code")
+
+
+# -- units --------------------------------------------------------------------------------
+def test_summarise_uses_sample_sd_and_student_t() -> None:
+    mean, sd, half = summarise([60.0, 62.0, 61.0, 65.0])
+    assert mean == 62.0
+    assert sd == pytest.approx(statistics.stdev([60.0, 62.0, 61.0, 65.0]))
+    assert half == pytest.approx(T975[3] * sd / 2)
+    assert summarise([70.0])[0] == 70.0 and math.isnan(summarise([70.0])[1])
+    assert all(math.isnan(v) for v in summarise([]))
+
+
+def row(**values) -> dict:
+    base = {
+        "cell_id": "c",
+        "stage": "student",
+        "role": "main",
+        "method": "mhgd",
+        "student": "vgg7",
+        "teacher": "vgg16",
+        "dataset": "digits",
+        "status": "finished",
+    }
+    return {**base, **values}
+
+
+def test_a_seed_run_twice_counts_once_and_is_flagged() -> None:
+    runs = run_frame(
+        [
+            row(seed=0, last_top1=50.0, best_top1=51.0, wandb_id="a"),
+            row(seed=0, last_top1=54.0, best_top1=55.0, wandb_id="b"),
+            row(seed=1, last_top1=60.0, best_top1=60.0, wandb_id="c"),
+            row(seed=2, status="running", last_top1=10.0, wandb_id="d"),
+            row(seed=3, role="artifact", last_top1=99.0, wandb_id="e"),
+        ]
+    )
+    cell = aggregate(runs, expected_seeds=2).iloc[0]
+    assert cell["n_seeds"] == 2 and cell["last_mean"] == pytest.approx((52.0 + 60.0) / 2)
+    assert cell["flags"] == "1 running; seed 0 finished more than once"
+
+
+def test_filters_keep_runs_without_the_setting() -> None:
+    runs = run_frame(
+        [
+            row(heads=8, beta=1.0, wandb_id="a"),
+            row(heads=2, beta=1.0, wandb_id="b"),
+            row(method="none", teacher=None, wandb_id="c"),
+        ]
+    )
+    kept = filter_runs(runs, parse_filters(["heads=8", "beta=1"]))
+    assert kept["wandb_id"].tolist() == ["a", "c"]
+    assert filter_runs(runs, parse_filters(["method=none"]))["wandb_id"].tolist() == ["c"]
+    with pytest.raises(ConfigError, match="column=value"):
+        parse_filters(["heads"])
+
+
+def test_paper_numbers_are_consistent() -> None:
+    """Table 4's A = 0 is Table 1's VGG student alone, and its A = 8 is Table 1's MHGD."""
+    vgg = COMPARISON_TABLES["table1"].rows[0].numbers
+    assert TABLE4_HEADS[0] == vgg["none"] and TABLE4_HEADS[8] == vgg["mhgd"]
+    for table in COMPARISON_TABLES.values():
+        for paper_row in table.rows:
+            assert set(paper_row.numbers) == set(table.columns)
