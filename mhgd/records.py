@@ -137,7 +137,9 @@ class RunRecord:
 
 @dataclass
 class RunResult:
-    """How a run ended (or how far it got): scores are percentages for classifiers."""
+    """How a run ended (or how far it got). ``score_name`` is "top1" (a classifier, in %),
+    "cos" (an MHAN: mean cosine) or "neg_distill" (an init stage: minus its distillation loss);
+    higher is better for all three."""
 
     status: str
     epochs_done: int

@@ -62,7 +62,9 @@ class ClassifierTask:
         with self._precision():
             out = self.model(images)
             teacher_out = (
-                no_grad_teacher(self.teacher, images) if self.teacher is not None else None
+                no_grad_teacher(self.teacher, images)
+                if self.teacher is not None and self.method.distils_in_main_stage
+                else None
             )
             terms = self.method.loss_terms(out, teacher_out, labels)
             ce = F.cross_entropy(out[0].float(), labels)

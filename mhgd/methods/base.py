@@ -47,6 +47,7 @@ class Distiller(nn.Module):
 
     name: ClassVar[str] = "none"
     requires_teacher: ClassVar[bool] = False
+    distils_in_main_stage: ClassVar[bool] = True  # False: the student stage only needs CE
     ce_weight: float = 1.0
 
     def __init__(self, teacher: SensedModel | None, student: SensedModel, cfg: Any) -> None:
@@ -126,7 +127,10 @@ def method_class(name: str) -> type[Distiller]:
 
 
 def require_same_channels(
-    method: str, teacher: Sequence[SensingPoint], student: Sequence[SensingPoint]
+    method: str,
+    teacher: Sequence[SensingPoint],
+    student: Sequence[SensingPoint],
+    adapter_hint: bool = False,
 ) -> None:
     """Feature-based methods compare maps point by point, so the channel lists must agree."""
     t_channels = [p.channels for p in teacher]
@@ -136,8 +140,9 @@ def require_same_channels(
             f"method {method!r} compares teacher and student feature maps at every sensing "
             f"point, but the teacher senses channels {t_channels} and the student "
             f"{s_channels}. Pick a student with the same channels (the paper's pairs: "
-            "vgg16/vgg7, wrn22_4 with wrn10_4, resnet, mobilenet or modified_vgg), give both "
-            "models the same `width`, or turn on the student adapter (method.adapter=true)."
+            "vgg16/vgg7, wrn22_4 with wrn10_4, resnet, mobilenet or modified_vgg) or give both "
+            "models the same `width`"
+            + (", or turn on the student adapter (method.adapter=true)." if adapter_hint else ".")
         )
 
 

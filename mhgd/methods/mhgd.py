@@ -381,7 +381,7 @@ class MHGD(Distiller):
                 f"the student {len(student)}; pick a pair of the same family"
             )
         if not cfg.adapter:
-            require_same_channels(cls.name, teacher, student)
+            require_same_channels(cls.name, teacher, student, adapter_hint=True)
 
     @classmethod
     def pre_stages(cls, cfg: Any) -> list[PreStage]:
