@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,20 @@ def test_a_finished_init_stage_is_reused_and_starts_the_main_stage(root: Path) -
     assert {k: v for k, v in after.items() if k != "time_s"} == {
         k: v for k, v in before.items() if k != "time_s"
     }
+
+
+def test_the_report_fills_table1_from_these_runs(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mhgd.report.cli import main as report
+
+    argv = ["table1", str(root / "outputs"), "--dataset", "digits", "--out", str(tmp_path)]
+    assert report(argv) == 0
+    assert "digits demo, not the paper's setting" in capsys.readouterr().out
+    with open(tmp_path / "table1.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for name in METHODS:
+        (row,) = [r for r in rows if r["row"] == "VGG16 -> VGG7" and r["method"] == name]
+        result = RunDir(root / "outputs" / name).read_result()
+        assert float(row["last_mean"]) == pytest.approx(result.last_score)
+        assert row["n_seeds"] == "1" and "1 of 5 seeds" in row["flags"]
