@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
 
 from mhgd.data.imageset import ImageSet
 from mhgd.data.split import stratified_holdout
@@ -30,6 +29,8 @@ def load_digits_set(root: str | Path, *, download: bool = False) -> tuple[ImageS
     block centres), then are copied to three identical channels. ``root`` and ``download`` are
     accepted so every loader has one signature; the data comes from scikit-learn's package.
     """
+    from sklearn.datasets import load_digits  # imported here: scikit-learn takes seconds to load
+
     bunch = load_digits()
     small = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1)
     large = F.interpolate(small, size=IMAGE_SIZE, mode="bilinear", align_corners=False)

@@ -26,6 +26,10 @@ class Preempted(Exception):
         super().__init__(f"stopped by {signal.Signals(signum).name}; the checkpoint is saved")
         self.signum = signum
 
+    def __reduce__(self) -> tuple[type[Preempted], tuple[int]]:
+        """Pickled by submitit as a job's result: rebuild from the signal, not the message."""
+        return (Preempted, (self.signum,))
+
 
 class StopRequest:
     """The flag shared by the signal handler and the training loop."""

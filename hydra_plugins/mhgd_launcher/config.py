@@ -1,0 +1,20 @@
+"""The ``hydra/launcher=mhgd_slurm`` config, which the profiles in slurm/ extend."""
+
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+
+@dataclass
+class MhgdSlurmQueueConf(SlurmQueueConf):
+    _target_: str = "hydra_plugins.mhgd_launcher.launcher.MhgdSlurmLauncher"
+    # squeue shows the experiment's name rather than the script's.
+    name: str = "${name}"
+    # Training resumes from its checkpoint, so a job that reaches its time limit can requeue.
+    max_num_timeout: int = 3
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="mhgd_slurm", node=MhgdSlurmQueueConf, provider="mhgd"
+)

@@ -1,0 +1,345 @@
+"""Cluster execution: real `mhgd-train -m hydra/launcher=slurm_cpu` sweeps on the local SLURM.
+
+The sweeps run from a scratch directory, as a user would run them from their project, with
+the profiles found through `-cd slurm`. Every wait is bounded: a lost job fails its test (and
+its jobs are cancelled) instead of hanging CI. Tiny runs: narrow VGGs on the digits data.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import DictConfig
+
+from mhgd.cluster import check_before_submit, plan_builds
+from mhgd.errors import ConfigError
+from mhgd.records import RunDir, RunResult, find_runs
+from mhgd.stages import prerequisites
+from tests.helpers import compose_config, tiny
+from tests.slurm_support import REPO_ROOT, SlurmCluster
+
+PROFILES = REPO_ROOT / "slurm"
+# One CPU thread everywhere: runs on the cluster and off it compute the same numbers.
+THREADS = "runtime.threads=1"
+MHGD = ("method=mhgd", "method.mhan.epochs=1", "method.heads=2,4")
+# Seconds. A task spends ~12 s starting (imports, data) on this 2-core machine before it
+# trains; a requeued job restarts ~15 s after it stopped.
+SWEEP_TIMEOUT_S = 300
+JOB_START_TIMEOUT_S = 120
+ACCOUNTING_TIMEOUT_S = 60
+
+
+# -- without SLURM: profiles, planning, checks --------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("profile", "partition", "gpus"), [("slurm_gpu", "gpu", 1), ("slurm_cpu", "local", None)]
+)
+def test_profiles_select_the_mhgd_launcher_from_any_directory(
+    tmp_path: Path, profile: str, partition: str, gpus: int | None
+) -> None:
+    shown = subprocess.run(
+        ["mhgd-train", "-cd", str(PROFILES), f"hydra/launcher={profile}", "--cfg", "hydra"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr  # e.g. hydra_plugins.mhgd_launcher not installed
+    launcher = yaml.safe_load(shown.stdout)["hydra"]["launcher"]
+
+    assert launcher["_target_"] == "hydra_plugins.mhgd_launcher.launcher.MhgdSlurmLauncher"
+    assert (launcher["partition"], launcher["gpus_per_node"]) == (partition, gpus)
+    assert launcher["max_num_timeout"] > 0
+    assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
+    assert "export WANDB_MODE=offline" in launcher["setup"]
+
+
+def student_jobs(tmp_path: Path, *overrides: str) -> list[tuple[DictConfig, Path]]:
+    """Two seeds of a student config, with their run directories, as the launcher plans them."""
+    return [
+        (compose_config(*tiny(tmp_path), *job), tmp_path / ",".join(job))
+        for job in ((*overrides, f"seed={seed}") for seed in (0, 1))
+    ]
+
+
+def mark_finished(run_dir: Path) -> None:
+    RunDir(run_dir).write_result(
+        RunResult(status="finished", epochs_done=2, epochs=2, score_name="top1")
+    )
+
+
+def test_plan_builds_each_missing_artifact_once(tmp_path: Path) -> None:
+    jobs = [
+        job
+        for heads in (2, 4)
+        for job in student_jobs(tmp_path, "method=mhgd", f"method.heads={heads}")
+    ]
+    teacher, mhan_2 = prerequisites(jobs[0][0])
+    _, mhan_4 = prerequisites(jobs[2][0])
+
+    builds = plan_builds(jobs)
+
+    assert [(b.artifacts, b.after) for b in builds] == [((teacher, mhan_2), None), ((mhan_4,), 0)]
+    assert builds[0].name == f"teacher-{teacher.key}+mhan-{mhan_2.key}"
+
+
+def test_plan_builds_skips_finished_artifacts(tmp_path: Path) -> None:
+    jobs = student_jobs(tmp_path, "method=mhgd")
+    teacher, mhan = prerequisites(jobs[0][0])
+
+    mark_finished(teacher.run_dir)
+    only_mhan = plan_builds(jobs)
+    mark_finished(mhan.run_dir)
+
+    assert [(b.artifacts, b.after) for b in only_mhan] == [((mhan,), None)]
+    assert plan_builds(jobs) == []
+    assert plan_builds(student_jobs(tmp_path, "method=none")) == []
+
+
+def test_check_before_submit_raises_the_jobs_config_error(tmp_path: Path) -> None:
+    good, _ = student_jobs(tmp_path, "method=mhgd")[0]
+    bad, _ = student_jobs(tmp_path, "student.name=vgg99")[0]
+
+    check_before_submit([good])
+    with pytest.raises(ConfigError, match="unknown model 'vgg99'"):
+        check_before_submit([good, bad])
+
+
+# -- on the local SLURM cluster ----------------------------------------------------------------
+def sweep_dir(tmp_path: Path) -> Path:
+    return tmp_path / "outputs" / "default"
+
+
+def start_sweep(tmp_path: Path, *overrides: str, epochs: int = 1) -> subprocess.Popen[str]:
+    """`mhgd-train -m` with the CPU profile, from tmp_path as its working directory."""
+    command = ["mhgd-train", "-cd", str(PROFILES), "-m", "hydra/launcher=slurm_cpu"]
+    command += [*tiny(tmp_path, THREADS, *overrides, epochs=epochs)]
+    return subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def job_ids(sweep: Path) -> list[str]:
+    """Jobs the sweep submitted, from submitit's folders: builds "N", array tasks "N_i"."""
+    folders = (sweep / ".submitit").glob("*/*_submitted.pkl")
+    return sorted({pickle.parent.name for pickle in folders})
+
+
+def cancel_jobs(sweep: Path) -> None:
+    for job_id in job_ids(sweep):
+        subprocess.run(["scancel", job_id], check=False, timeout=30)
+
+
+def finish(sweep: subprocess.Popen[str], where: Path, timeout_s: float = SWEEP_TIMEOUT_S) -> str:
+    """The launcher's output once it exits; a launcher still waiting at the bound fails."""
+    try:
+        output, _ = sweep.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        sweep.kill()
+        cancel_jobs(where)
+        output, _ = sweep.communicate()
+        pytest.fail(f"mhgd-train -m did not return in {timeout_s} s:\n{output[-3000:]}")
+    return output
+
+
+def wait_for_run(
+    sweep: subprocess.Popen[str], where: Path, ready: Callable[[RunDir], bool], what: str
+) -> Path:
+    """The first run directory in ``where`` that is ``ready``, while the sweep still waits."""
+    deadline = time.monotonic() + JOB_START_TIMEOUT_S
+    while time.monotonic() < deadline and sweep.poll() is None:
+        for run in find_runs(where):
+            if ready(run):
+                return run.path
+        time.sleep(0.2)
+    output = finish(sweep, where, timeout_s=1)
+    pytest.fail(f"no run in {where} {what} in {JOB_START_TIMEOUT_S} s:\n{output[-3000:]}")
+
+
+def trained(epochs: int) -> Callable[[RunDir], bool]:
+    return lambda run: len(run.read_metrics()) >= epochs
+
+
+def resumes(run_dir: Path) -> int:
+    """How often the run restarted from its checkpoint (the training loop logs each time)."""
+    return (run_dir / "train.log").read_text().count("resumed from")
+
+
+def accounting(ids: Sequence[str]) -> list[dict[str, str]]:
+    """sacct's final record of each job (slurmdbd receives them a moment after the end)."""
+    fields = ["JobID", "JobName", "State", "Start", "End"]
+    command = ["sacct", "-X", "--noheader", "--parsable2", "-o", ",".join(fields)]
+    deadline = time.monotonic() + ACCOUNTING_TIMEOUT_S
+    while True:
+        listing = subprocess.run(
+            [*command, "-j", ",".join(ids)], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+        rows = [dict(zip(fields, line.split("|"), strict=True)) for line in listing.splitlines()]
+        settled = all(row["State"] not in ("PENDING", "RUNNING") for row in rows)
+        if settled or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
+def scores(run_dir: Path) -> list[dict]:
+    return [
+        {k: v for k, v in row.items() if k != "time_s"} for row in RunDir(run_dir).read_metrics()
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_two_configs_by_two_seeds_run_as_one_array(
+    slurm_cluster: SlurmCluster, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    started = time.monotonic()
+    sweep = start_sweep(tmp_path, "optim.weight_decay=0.0005,0.001", "seed=0,1")
+    finish(sweep, sweep_dir(tmp_path))
+    record_property("wall_time_s", round(time.monotonic() - started, 1))
+
+    assert sweep.returncode == 0
+    runs = list(find_runs(sweep_dir(tmp_path)))
+    assert len(runs) == 4
+    assert {
+        (run.read_config()["optim"]["weight_decay"], run.read_record().seed) for run in runs
+    } == {(wd, seed) for wd in (0.0005, 0.001) for seed in (0, 1)}
+    assert all(run.is_finished() for run in runs)
+    tasks = job_ids(sweep_dir(tmp_path))
+    array = tasks[0].split("_")[0]
+    assert tasks == [f"{array}_{index}" for index in range(4)]
+    assert {row["State"] for row in accounting(tasks)} == {"COMPLETED"}
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_students_wait_for_one_build_of_their_teacher(
+    slurm_cluster: SlurmCluster, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    started = time.monotonic()
+    sweep = start_sweep(tmp_path, *MHGD)
+    output = finish(sweep, sweep_dir(tmp_path))
+    record_property("wall_time_s", round(time.monotonic() - started, 1))
+
+    assert sweep.returncode == 0, output[-3000:]
+    ids = job_ids(sweep_dir(tmp_path))
+    builds = [job for job in ids if "_" not in job]
+    tasks = [job for job in ids if "_" in job]
+    assert len(builds) == 2 and len(tasks) == 2  # teacher + MHAN(A=2); MHAN(A=4); 2 students
+    artifacts = [run.read_record() for run in find_runs(tmp_path / "store")]
+    trained_by = {(r.stage, r.hparams.get("heads")): r.extra["slurm_job_id"] for r in artifacts}
+    # One teacher, trained by the first build (not by a student), as was the first MHAN.
+    assert trained_by == {
+        ("teacher", None): builds[0],
+        ("mhan", 2): builds[0],
+        ("mhan", 4): builds[1],
+    }
+    students = list(find_runs(sweep_dir(tmp_path)))
+    assert sorted(run.read_record().hparams["heads"] for run in students) == [2, 4]
+    assert all(run.is_finished() for run in students)
+    rows = {row["JobID"]: row for row in accounting(ids)}
+    assert {row["State"] for row in rows.values()} == {"COMPLETED"}
+    builds_end = max(rows[job]["End"] for job in builds)
+    assert rows[builds[1]]["Start"] >= rows[builds[0]]["End"]
+    assert all(rows[task]["Start"] >= builds_end for task in tasks)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_requeued_run_resumes_to_the_uninterrupted_result(
+    slurm_cluster: SlurmCluster, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    """Stopped twice: USR2 (submitit's time-limit path: checkpoint, requeue itself) and
+    `scontrol requeue` (SIGTERM, as on preemption). The launcher waits through both."""
+    started = time.monotonic()
+    sweep = start_sweep(tmp_path, "seed=0", epochs=6)
+    reference = subprocess.Popen(
+        ["mhgd-train", *tiny(tmp_path / "reference", THREADS, "seed=0", epochs=6)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    run_dir = wait_for_run(sweep, sweep_dir(tmp_path), trained(1), "trained an epoch")
+    [job] = job_ids(sweep_dir(tmp_path))
+    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
+
+    def resumed_and_trained(run: RunDir) -> bool:
+        return resumes(run.path) == 1 and trained(2)(run)
+
+    wait_for_run(sweep, sweep_dir(tmp_path), resumed_and_trained, "resumed and trained on")
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+    output = finish(sweep, sweep_dir(tmp_path))
+    reference.wait(timeout=SWEEP_TIMEOUT_S)
+    record_property("wall_time_s", round(time.monotonic() - started, 1))
+
+    assert sweep.returncode == 0, output[-3000:]
+    assert RunDir(run_dir).is_finished()
+    assert resumes(run_dir) == 2
+    [expected] = find_runs(tmp_path / "reference" / "outputs")
+    assert len(scores(run_dir)) == 6
+    assert scores(run_dir) == scores(expected.path)
+
+
+def slurm_job_of(run_dir: Path) -> str:
+    """Where a user finds a run's SLURM job: Hydra records it in the run's .hydra/hydra.yaml."""
+    return yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["id"]
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_failed_and_cancelled_runs_fail_the_sweep_with_their_logs(
+    slurm_cluster: SlurmCluster, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    """Task 0 raises (a negative momentum), task 1 is cancelled while it trains."""
+    sweep = start_sweep(tmp_path, "optim.momentum=-1,0.9", epochs=30)
+    cancelled = wait_for_run(sweep, sweep_dir(tmp_path), trained(1), "trained an epoch")
+    job = slurm_job_of(cancelled)
+
+    subprocess.run(["scancel", job], check=True, timeout=30)
+    cancelled_at = time.monotonic()
+    output = finish(sweep, sweep_dir(tmp_path), timeout_s=120)
+    record_property("cancel_to_exit_s", round(time.monotonic() - cancelled_at, 1))
+
+    assert sweep.returncode != 0
+    assert "1 of 2 SLURM jobs ended without a result" in output
+    assert f"run {cancelled}: SLURM job {job} ended CANCELLED" in output
+    assert str(sweep_dir(tmp_path) / ".submitit" / job / f"{job}_0_log.out") in output
+    assert "Traceback" not in output  # the error names jobs and logs; no launcher stack
+    result = RunDir(cancelled).read_result()
+    assert (result.status, result.epochs_done) == (
+        "preempted",
+        len(RunDir(cancelled).read_metrics()),
+    )
+    assert (cancelled / "checkpoint.pt").is_file()
+    [failed] = [run.path for run in find_runs(sweep_dir(tmp_path)) if run.path != cancelled]
+    assert f"run {failed} failed" in output
+    assert "Invalid momentum value" in (failed / "error.txt").read_text()
+    assert "Traceback" in (failed / "train.log").read_text()
+    assert RunDir(failed).read_result().status == "failed"
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_failed_build_cancels_its_students_and_names_the_cause(
+    slurm_cluster: SlurmCluster, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    """CIFAR-100 is missing on the nodes: the teacher's build fails, its students never run."""
+    started = time.monotonic()
+    missing_data = f"paths.data={tmp_path / 'no-data'}"
+    sweep = start_sweep(tmp_path, "dataset=cifar100", missing_data, *MHGD)
+    output = finish(sweep, sweep_dir(tmp_path), timeout_s=180)
+    record_property("wall_time_s", round(time.monotonic() - started, 1))
+
+    assert sweep.returncode != 0
+    assert "a build of a prerequisite failed" in output
+    assert "CIFAR-100 file not found" in output
+    tasks = [job for job in job_ids(sweep_dir(tmp_path)) if "_" in job]
+    assert len(tasks) == 2
+    assert not list((sweep_dir(tmp_path) / ".submitit").glob("*_*/*_log.out"))  # never started
+    assert {row["State"] for row in accounting([tasks[0].split("_")[0]])} == {"CANCELLED"}
+    assert list(find_runs(sweep_dir(tmp_path))) == []
