@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from mhgd.data import Batches, DataSpec, ImageSet, load_dataset
+from mhgd.data import DATASETS, Batches, DataSpec, ImageSet, load_dataset
 from mhgd.engine.checkpoint import load_checkpoint
 from mhgd.engine.loop import FitOutcome, LoopSettings, TrainingTask, fit
 from mhgd.engine.preemption import Preempted, StopRequest
@@ -87,8 +87,11 @@ def _model(cfg_model: Any, spec: DataSpec) -> SensedModel:
     )
 
 
-def validate(cfg: DictConfig, spec: DataSpec) -> None:
+def validate(cfg: DictConfig) -> None:
     """Everything that can be checked from the config, before data or training cost anything."""
+    if cfg.dataset.name not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg.dataset.name!r}: choose one of {sorted(DATASETS)}")
+    spec = DATASETS[cfg.dataset.name].spec
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage!r}: choose one of {list(STAGES)}")
     method = method_class(cfg.method.name)
@@ -106,11 +109,7 @@ def validate(cfg: DictConfig, spec: DataSpec) -> None:
 
 def prepare(cfg: DictConfig) -> Context:
     """Validate the config and load the data: every check that can fail runs here."""
-    from mhgd.data import DATASETS
-
-    if cfg.dataset.name not in DATASETS:
-        raise ConfigError(f"unknown dataset {cfg.dataset.name!r}: choose one of {sorted(DATASETS)}")
-    validate(cfg, DATASETS[cfg.dataset.name].spec)
+    validate(cfg)
     device = resolve_device(cfg.runtime.device)
     try:
         train, evaluation, spec = load_dataset(

@@ -98,6 +98,7 @@ class Tracker:
                         "teacher": record.teacher,
                         "artifact_key": record.artifact_key,
                         **record.hparams,
+                        **record.extra,  # e.g. the sweep's study and trial, the SLURM job
                     },
                 },
                 mode=mode,
