@@ -19,9 +19,10 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 SCHEMA = 1
 CONFIG_FILE = "config.yaml"
@@ -95,19 +96,29 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write then rename, so a reader or a crash never sees half a file."""
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A temporary file beside ``path``, fsynced and renamed over it when the block succeeds.
+
+    The rename is atomic on POSIX file systems: a reader, a crash or a kill sees either the
+    previous file or the new one, never half of one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        with os.fdopen(fd, mode) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    with atomic_file(path) as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
 
 
 @dataclass
@@ -173,11 +184,8 @@ class RunDir:
     def write_config(self, resolved: Mapping[str, Any]) -> None:
         import yaml
 
-        self.path.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(redact(resolved), sort_keys=False)
-        tmp = self.file(CONFIG_FILE + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.file(CONFIG_FILE))
+        with atomic_file(self.file(CONFIG_FILE)) as handle:
+            yaml.safe_dump(redact(resolved), handle, sort_keys=False)
 
     def write_record(self, record: RunRecord) -> None:
         write_json_atomic(self.file(RECORD_FILE), asdict(record))
@@ -187,10 +195,8 @@ class RunDir:
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         """Rewrite the epoch log from the checkpointed history, so it never disagrees with it."""
-        lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in history)
-        tmp = self.file(METRICS_FILE + ".tmp")
-        tmp.write_text(lines)
-        os.replace(tmp, self.file(METRICS_FILE))
+        with atomic_file(self.file(METRICS_FILE)) as handle:
+            handle.writelines(json.dumps(row, sort_keys=True) + "\n" for row in history)
 
     def write_error(self, text: str) -> None:
         self.file(ERROR_FILE).write_text(text)
