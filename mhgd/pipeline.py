@@ -209,8 +209,9 @@ def run_stage(
             error=error,
         )
 
-    def after_epoch(row: dict[str, Any]) -> None:
-        run.write_metrics([*run.read_metrics(), row])
+    def after_epoch(history: list[dict[str, Any]]) -> None:
+        row = history[-1]
+        run.write_metrics(history)
         tracker.log_epoch(row)
         run.write_result(result("running", None))
         if spec.role == "main" and ctx.epoch_hook is not None:

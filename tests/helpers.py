@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import mhgd.train  # registers the mhgd_dirname resolver
-
-CONF_DIR = Path(mhgd.__file__).resolve().parent / "conf"
+from mhgd.sweeps.configs import compose
 
 
 def compose_config(*overrides: str) -> DictConfig:
     """The config ``mhgd-train`` would see with these command-line overrides."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+    return compose(overrides)
 
 
 def tiny(tmp_path: Path, *extra: str, epochs: int = 2) -> list[str]:

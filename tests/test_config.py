@@ -11,7 +11,8 @@ from mhgd.errors import ConfigError
 from mhgd.methods import require_same_channels
 from mhgd.models import build_model
 from mhgd.pipeline import prepare, validate
-from tests.helpers import CONF_DIR, compose_config
+from mhgd.sweeps.configs import CONF_DIR
+from tests.helpers import compose_config
 
 EXPERIMENTS = sorted(
     str(path.relative_to(CONF_DIR / "experiment").with_suffix(""))

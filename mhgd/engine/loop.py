@@ -70,7 +70,7 @@ class FitOutcome:
         return self.history[-1]["score"] if self.history else None
 
 
-EpochHook = Callable[[dict[str, Any]], None]
+EpochHook = Callable[[list[dict[str, Any]]], None]
 
 
 def _rng_state() -> dict[str, Any]:
@@ -104,8 +104,8 @@ def fit(
     """Train ``task`` for ``schedule.epochs`` epochs, resuming from ``checkpoint`` if present.
 
     ``train_batches(epoch)`` must yield the same batches for the same epoch every time.
-    ``on_epoch`` receives each finished epoch's row after it is checkpointed; it may raise to
-    stop training (a sweep's pruner does).
+    ``on_epoch`` receives the history (one row per finished epoch, the newest last) after each
+    epoch is checkpointed; it may raise to stop training (a sweep's pruner does).
     """
     optimizer = build_sgd(
         task.trainable_parameters(), schedule.lr, settings.momentum, settings.weight_decay
@@ -190,7 +190,7 @@ def fit(
             row["time_s"],
         )
         if on_epoch is not None:
-            on_epoch(row)
+            on_epoch(history)
         if stop is not None and stop.pending:
             raise Preempted(stop.signum)
     return FitOutcome(history, best_score, best_epoch, resumed_from)
