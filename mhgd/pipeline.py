@@ -1,66 +1,44 @@
-"""Stages and the artifact store: teacher -> (method pre-stages, e.g. MHAN) -> student.
+"""Orchestration of a job: teacher -> (method pre-stages, e.g. MHAN) -> student.
 
-A job trains one *main* stage in its own run directory (a teacher, or a student). What a student
-needs first (its teacher, MHGD's MHAN) is an *artifact*: a stage run addressed by the hash of the
-configuration that produces it, kept in ``paths.store`` and reused by every job that asks for
-the same one. A file lock makes sure two jobs never train the same artifact at once; the second
-waits and then reuses it. Every stage run, main or artifact, has its own run record and W&B run.
+A job trains one *main* stage (a teacher, or a student). What a student needs first (its
+teacher, MHGD's MHAN) is an *artifact*: a stage run kept in ``paths.store`` and reused by every
+job that asks for the same one. Every stage run, main or artifact, is addressed by its identity
+and owned by one process while it trains (mhgd.slots), and runs as a StageRun (its record, W&B
+run and result; mhgd.stage_run).
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import time
-import traceback
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from mhgd.data import DATASETS, Batches, DataSpec, ImageSet, load_dataset
+from mhgd.data import DATASETS, DataSpec, load_dataset
 from mhgd.engine.checkpoint import load_checkpoint
-from mhgd.engine.loop import FitOutcome, LoopSettings, TrainingTask, fit
-from mhgd.engine.preemption import Preempted, StopRequest
+from mhgd.engine.loop import TrainingTask
 from mhgd.engine.tasks import ClassifierTask
 from mhgd.errors import ConfigError
 from mhgd.methods import Distiller, method_class
 from mhgd.models import MODEL_NAMES, SensedModel, build_model
-from mhgd.records import RunDir, RunRecord, RunResult, cell_id, git_commit
+from mhgd.records import RunResult
+from mhgd.slots import check_folder, finished_result, link, owned
+from mhgd.stage_run import Context, EpochHook, StageRun, check_not_failed
 from mhgd.stages import (
-    CHECKPOINT_FILE,
     StageSpec,
+    canonical_method,
     checkpoint_file,
-    plain,
     pre_stage_spec,
     student_spec,
     teacher_spec,
 )
-from mhgd.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 STAGES = ("teacher", "student")
-EpochHook = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class Context:
-    """What every stage of a job shares: the config, the data on the device, the settings."""
-
-    cfg: DictConfig
-    device: torch.device
-    train: ImageSet
-    eval: ImageSet
-    spec: DataSpec
-    epoch_hook: EpochHook | None = None
-    tags: list[str] = field(default_factory=list)
-    extra_record: dict[str, Any] = field(default_factory=dict)
 
 
 # -- validation before any compute ------------------------------------------------------------
@@ -126,169 +104,17 @@ def prepare(cfg: DictConfig) -> Context:
     return Context(cfg, device, train.to(device), evaluation.to(device), spec)
 
 
-# -- running one stage ------------------------------------------------------------------------
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """Data order and augmentation of an epoch depend on (seed, epoch) only: exact resume."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-
-
-def _loop_settings(cfg: DictConfig) -> LoopSettings:
-    return LoopSettings(
-        momentum=float(cfg.optim.momentum),
-        weight_decay=float(cfg.optim.weight_decay),
-        progress=cfg.runtime.get("progress"),
-    )
-
-
-def _record(spec: StageSpec, ctx: Context, existing: RunRecord | None) -> RunRecord:
-    identity_cell = cell_id(spec.identity)
-    if existing is not None and existing.artifact_key != spec.key:
-        raise ConfigError(
-            f"{spec.run_dir} already holds a different run ({existing.stage}, cell "
-            f"{existing.cell_id}, seed {existing.seed}); this job is cell {identity_cell} seed "
-            f"{spec.seed}. Use another output directory (e.g. another `name=`) or remove it."
-        )
-    return RunRecord(
-        stage=spec.stage,
-        role=spec.role,
-        cell_id=identity_cell,
-        seed=spec.seed,
-        artifact_key=spec.key,
-        method=spec.method,
-        dataset=ctx.cfg.dataset.name,
-        model=spec.model,
-        teacher=spec.teacher,
-        hparams=spec.hparams,
-        wandb_id=existing.wandb_id if existing else uuid.uuid4().hex[:16],
-        wandb_project=ctx.cfg.logger.get("project"),
-        git_commit=git_commit(),
-        tags=sorted({spec.stage, spec.method, ctx.cfg.dataset.name, ctx.cfg.name, *ctx.tags}),
-        extra=dict(ctx.extra_record),
-    )
-
-
-def run_stage(
+def run_owned(
     spec: StageSpec,
     ctx: Context,
     make_task: Callable[[], TrainingTask],
-    artifacts: Mapping[str, str] | None = None,
+    artifacts: dict[str, str] | None = None,
 ) -> tuple[RunResult, TrainingTask]:
-    """Train one stage in ``spec.run_dir`` (resuming it), keeping its record and W&B run."""
-    run = RunDir(spec.run_dir)
-    existing = run.read_record() if run.has_record() else None
-    record = _record(spec, ctx, existing)
-    record.artifacts = dict(artifacts or {})
-    torch.manual_seed(spec.seed)
-    task = make_task()
-    checkpoint = spec.run_dir / CHECKPOINT_FILE
-    previous = run.read_result()
-    if previous is not None and previous.status == "finished":
-        log.info("%s %s already finished in %s: reusing it", spec.role, spec.stage, spec.run_dir)
-        task.load_state_dict(load_checkpoint(checkpoint)["task"])
-        return previous, task
-
-    run.write_config({**plain(ctx.cfg), "stage": spec.stage, "seed": spec.seed})
-    run.write_record(record)
-    name = f"{spec.stage}-{record.cell_id}-s{spec.seed}"
-    tracker = Tracker.start(ctx.cfg.logger, spec.run_dir, record, spec.identity, name)
-    started = time.time()
-    elapsed_before = previous.wall_time_s if previous else 0.0
-
-    def result(status: str, outcome: FitOutcome | None, error: str | None = None) -> RunResult:
-        history = outcome.history if outcome else run.read_metrics()
-        best = max(history, key=lambda row: row["score"]) if history else None
-        return RunResult(
-            status=status,
-            epochs_done=len(history),
-            epochs=spec.schedule.epochs,
-            score_name=task.score_name,
-            last_score=history[-1]["score"] if history else None,
-            best_score=best["score"] if best else None,
-            best_epoch=best["epoch"] if best else None,
-            wall_time_s=elapsed_before + time.time() - started,
-            error=error,
-        )
-
-    def after_epoch(history: list[dict[str, Any]]) -> None:
-        row = history[-1]
-        run.write_metrics(history)
-        tracker.log_epoch(row)
-        run.write_result(result("running", None))
-        if spec.role == "main" and ctx.epoch_hook is not None:
-            ctx.epoch_hook(row)
-
-    stop = StopRequest()
-    with stop.installed():
-        try:
-            outcome = fit(
-                task,
-                schedule=spec.schedule,
-                train_batches=lambda epoch: iter(
-                    Batches(
-                        ctx.train,
-                        int(ctx.cfg.optim.batch_size),
-                        device=ctx.device,
-                        generator=_epoch_generator(spec.seed, epoch),
-                        pad=ctx.spec.pad,
-                        drop_last=True,
-                    )
-                ),
-                eval_batches=lambda: Batches(
-                    ctx.eval, int(ctx.cfg.optim.batch_size), device=ctx.device
-                ),
-                checkpoint=checkpoint,
-                settings=_loop_settings(ctx.cfg),
-                stop=stop,
-                on_epoch=after_epoch,
-            )
-        except Preempted:
-            final = result("preempted", None)
-            run.write_result(final)
-            tracker.log_summary(final)
-            tracker.finish(exit_code=1)
-            stop.hand_over()
-            raise
-        except BaseException as exc:
-            status = getattr(exc, "run_status", "failed")
-            final = result(status, None, error=f"{type(exc).__name__}: {exc}")
-            run.write_result(final)
-            if status == "failed":
-                run.write_error(traceback.format_exc())
-            tracker.log_summary(final)
-            tracker.finish(exit_code=0 if status == "pruned" else 1)
-            raise
-    run.write_metrics(outcome.history)
-    final = result("finished", outcome)
-    run.write_result(final)
-    tracker.log_summary(final)
-    tracker.finish()
-    log.info(
-        "%s %s finished: last %s %.2f, best %.2f (epoch %s) -> %s",
-        spec.role,
-        spec.stage,
-        final.score_name,
-        final.last_score,
-        final.best_score,
-        final.best_epoch,
-        spec.run_dir,
-    )
-    return final, task
-
-
-@contextmanager
-def artifact_lock(run_dir: Path) -> Iterator[None]:
-    """Exclusive across processes and nodes (flock works on local disks and NFS)."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.with_name(run_dir.name + ".lock"), "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another job is training %s; waiting for it", run_dir)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Run one stage as the only owner of its identity (waiting for another owner first)."""
+    with owned(ctx.cfg.paths.store, spec) as placed:
+        if placed.role == "artifact":
+            check_not_failed(placed)
+        return StageRun(placed, ctx).execute(make_task, artifacts)
 
 
 # -- the stages of a job ----------------------------------------------------------------------
@@ -296,21 +122,15 @@ def _autocast(cfg: DictConfig) -> torch.dtype | None:
     return torch.bfloat16 if cfg.runtime.get("bf16") else None
 
 
-def train_classifier(
-    ctx: Context, spec: StageSpec, model_cfg: Any
-) -> tuple[RunResult, TrainingTask]:
-    """A classifier stage with no distillation (a teacher, or a student alone)."""
-
-    def make() -> ClassifierTask:
-        model = _model(model_cfg, ctx.spec).to(ctx.device)
-        return ClassifierTask(
-            model,
-            Distiller(None, model, None).to(ctx.device),
-            autocast=_autocast(ctx.cfg),
-            channels_last=bool(ctx.cfg.runtime.get("channels_last")),
-        )
-
-    return run_stage(spec, ctx, make)
+def _classifier_task(ctx: Context, model_cfg: Any) -> ClassifierTask:
+    """A classifier with no distillation (a teacher, or a student alone)."""
+    model = _model(model_cfg, ctx.spec).to(ctx.device)
+    return ClassifierTask(
+        model,
+        Distiller(None, model, None).to(ctx.device),
+        autocast=_autocast(ctx.cfg),
+        channels_last=bool(ctx.cfg.runtime.get("channels_last")),
+    )
 
 
 def trained_teacher(ctx: Context) -> tuple[SensedModel, str]:
@@ -321,8 +141,7 @@ def trained_teacher(ctx: Context) -> tuple[SensedModel, str]:
         state = load_checkpoint(source)["task"]["model"]
     else:
         spec = teacher_spec(ctx.cfg, int(ctx.cfg.teacher_seed))
-        with artifact_lock(spec.run_dir):
-            _, task = train_classifier(ctx, spec, ctx.cfg.teacher)
+        _, task = run_owned(spec, ctx, lambda: _classifier_task(ctx, ctx.cfg.teacher))
         state, source = task.state_dict()["model"], spec.run_dir
     try:
         model.load_state_dict(state)
@@ -347,48 +166,62 @@ def train_student(
     """
     cfg = ctx.cfg
     spec = student_spec(cfg, run_dir)
-    finished = RunDir(run_dir).read_result()
-    if finished is not None and finished.status == "finished" and not prerequisites_only:
-        log.info("student already finished in %s: nothing to do", run_dir)
-        return finished
-    method = method_class(cfg.method.name)
+    method_name, _ = canonical_method(cfg)
+    method = method_class(method_name)
+    method_cfg = cfg.method if method_name == cfg.method.name else None
     teacher, artifacts = None, {}
-    if method.needs_teacher(cfg.method):
+    if method_cfg is not None and method.needs_teacher(method_cfg):
         teacher, artifacts["teacher"] = trained_teacher(ctx)
-    torch.manual_seed(spec.seed)
-    student = _model(cfg.student, ctx.spec).to(ctx.device)
-    distiller = method(teacher, student, cfg.method).to(ctx.device)
-    for stage in method.pre_stages(cfg.method):
-        if prerequisites_only and not stage.shared:
-            continue
-        pre = pre_stage_spec(cfg, stage, spec.key, run_dir)
-        with artifact_lock(pre.run_dir) if stage.shared else nullcontext():
-            _, task = run_stage(pre, ctx, lambda s=stage: distiller.pre_stage_task(s))
-        distiller.load_pre_stage(stage, task.state_dict())
+    pre_stages = method.pre_stages(method_cfg) if method_cfg is not None else []
+    trained: dict[str, dict[str, Any]] = {}
+    shape_only = _model(cfg.student, ctx.spec)  # the method's constructor wants a student
+    for stage in (s for s in pre_stages if s.shared):
+        pre = pre_stage_spec(cfg, stage, None, None)
+        # Built inside the stage run, after it seeds torch with the pre-stage's own seed: the
+        # artifact's initial weights depend on its key alone, not on the student job.
+        _, task = run_owned(
+            pre,
+            ctx,
+            lambda s=stage: method(teacher, shape_only, method_cfg)
+            .to(ctx.device)
+            .pre_stage_task(s),
+        )
+        trained[stage.name] = task.state_dict()
         artifacts[stage.name] = str(pre.run_dir)
     if prerequisites_only:
         return None
 
-    def make() -> ClassifierTask:
-        return ClassifierTask(
-            student,
-            distiller,
-            teacher,
-            autocast=_autocast(cfg),
-            channels_last=bool(cfg.runtime.get("channels_last")),
-        )
+    with owned(cfg.paths.store, spec) as placed:
+        torch.manual_seed(spec.seed)
+        student = _model(cfg.student, ctx.spec).to(ctx.device)
+        distiller = method(teacher, student, method_cfg).to(ctx.device)
+        for stage in pre_stages:
+            if stage.shared:
+                distiller.load_pre_stage(stage, trained[stage.name])
+                continue
+            pre = pre_stage_spec(cfg, stage, spec.key, placed.run_dir)
+            _, task = StageRun(pre, ctx).execute(lambda s=stage: distiller.pre_stage_task(s))
+            distiller.load_pre_stage(stage, task.state_dict())
+            artifacts[stage.name] = str(pre.run_dir)
 
-    result, _ = run_stage(spec, ctx, make, artifacts)
+        def make() -> ClassifierTask:
+            return ClassifierTask(
+                student,
+                distiller,
+                teacher,
+                autocast=_autocast(cfg),
+                channels_last=bool(cfg.runtime.get("channels_last")),
+            )
+
+        result, _ = StageRun(placed, ctx).execute(make, artifacts)
     return result
 
 
-def offer_to_store(ctx: Context, spec: StageSpec) -> None:
-    """Let students reuse a finished teacher run instead of training the same teacher again."""
-    slot = teacher_spec(ctx.cfg, spec.seed).run_dir
-    with artifact_lock(slot):
-        if not slot.exists():
-            slot.symlink_to(spec.run_dir.resolve(), target_is_directory=True)
-            log.info("teacher %s is now the cached teacher for its students", spec.run_dir)
+def main_spec(cfg: DictConfig, run_dir: Path) -> StageSpec:
+    """The main stage a job asks for (its identity decides where it really lives)."""
+    if cfg.stage == "teacher":
+        return teacher_spec(cfg, int(cfg.seed), run_dir)
+    return student_spec(cfg, run_dir)
 
 
 def run(
@@ -405,7 +238,18 @@ def run(
     ``epoch_hook`` sees every epoch row of the main stage (a sweep reports to its pruner
     there); ``tags`` and ``extra_record`` are added to every stage's record and W&B run.
     ``prerequisites_only`` builds only the cached artifacts the job needs (returns None).
+    A run whose identity already finished (here or in another folder) is not trained again.
     """
+    validate(cfg)
+    spec = main_spec(cfg, Path(run_dir))
+    if not prerequisites_only:
+        check_folder(spec)
+        if done := finished_result(cfg.paths.store, spec):
+            where, result = done
+            if where != spec.run_dir.resolve():
+                link(spec, where)
+            log.info("%s already finished in %s: nothing to train", spec.stage, where)
+            return result
     ctx = prepare(cfg)
     ctx.epoch_hook, ctx.tags, ctx.extra_record = epoch_hook, list(tags or []), extra_record or {}
     if threads := cfg.runtime.get("threads"):
@@ -413,8 +257,6 @@ def run(
     if cfg.stage == "teacher":
         if prerequisites_only:
             return None
-        spec = teacher_spec(cfg, int(cfg.seed), Path(run_dir))
-        result, _ = train_classifier(ctx, spec, cfg.teacher)
-        offer_to_store(ctx, spec)
+        result, _ = run_owned(spec, ctx, lambda: _classifier_task(ctx, cfg.teacher))
         return result
     return train_student(ctx, Path(run_dir), prerequisites_only)

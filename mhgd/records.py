@@ -17,14 +17,14 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-SCHEMA = 1
+from mhgd.files import atomic_file, strict_json, write_json_atomic
+
+SCHEMA = 2  # 2: the record carries its identity
 CONFIG_FILE = "config.yaml"
 RECORD_FILE = "record.json"
 METRICS_FILE = "metrics.jsonl"
@@ -96,29 +96,13 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-@contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """A temporary file beside ``path``, fsynced and renamed over it when the block succeeds.
+class RecordError(ValueError):
+    """A record file that cannot be trusted: unreadable, truncated, or from a newer schema."""
 
-    The rename is atomic on POSIX file systems: a reader, a crash or a kill sees either the
-    previous file or the new one, never half of one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    with atomic_file(path) as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 @dataclass
@@ -137,6 +121,7 @@ class RunRecord:
     model: str
     teacher: str | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
+    identity: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     wandb_id: str | None = None
     wandb_project: str | None = None
@@ -196,7 +181,8 @@ class RunDir:
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         """Rewrite the epoch log from the checkpointed history, so it never disagrees with it."""
         with atomic_file(self.file(METRICS_FILE)) as handle:
-            handle.writelines(json.dumps(row, sort_keys=True) + "\n" for row in history)
+            for row in history:
+                handle.write(json.dumps(strict_json(row), sort_keys=True) + "\n")
 
     def write_error(self, text: str) -> None:
         self.file(ERROR_FILE).write_text(text)
@@ -205,13 +191,29 @@ class RunDir:
     def has_record(self) -> bool:
         return self.file(RECORD_FILE).is_file()
 
+    def _read(self, name: str, kind: type[Any]) -> Any:
+        """A record file as its dataclass, or RecordError naming the file and what is wrong."""
+        path = self.file(name)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RecordError(path, f"unreadable or truncated ({exc})") from exc
+        if not isinstance(data, dict):
+            raise RecordError(path, "not a JSON object")
+        if int(data.get("schema", 1)) > SCHEMA:
+            raise RecordError(
+                path, f"written by a newer mhgd (schema {data['schema']} > {SCHEMA}): upgrade"
+            )
+        try:
+            return kind(**data)
+        except (TypeError, ValueError) as exc:
+            raise RecordError(path, f"fields do not match schema {SCHEMA} ({exc})") from exc
+
     def read_record(self) -> RunRecord:
-        data = json.loads(self.file(RECORD_FILE).read_text())
-        return RunRecord(**data)
+        return self._read(RECORD_FILE, RunRecord)
 
     def read_result(self) -> RunResult | None:
-        path = self.file(RESULT_FILE)
-        return RunResult(**json.loads(path.read_text())) if path.is_file() else None
+        return self._read(RESULT_FILE, RunResult) if self.file(RESULT_FILE).is_file() else None
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.file(METRICS_FILE)

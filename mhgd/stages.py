@@ -114,8 +114,20 @@ def teacher_key(cfg: DictConfig) -> str | None:
     return teacher_spec(cfg, int(cfg.teacher_seed)).key
 
 
+def canonical_method(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """The method a student really trains with, as (name, config) for its identity.
+
+    A method that needs no teacher (``mhgd`` with ``heads=0``) computes the student alone: it
+    is ``none``, so Table 1's SN column and Table 4's A = 0 are one cell trained once.
+    """
+    if not method_class(cfg.method.name).needs_teacher(cfg.method):
+        return "none", {"name": "none"}
+    return cfg.method.name, plain(cfg.method)
+
+
 def student_spec(cfg: DictConfig, run_dir: Path) -> StageSpec:
-    method = method_class(cfg.method.name)
+    name, method_config = canonical_method(cfg)
+    method = method_class(name)
     schedule = role_schedule(cfg.schedule, "student")
     key = teacher_key(cfg)
     return StageSpec(
@@ -126,7 +138,7 @@ def student_spec(cfg: DictConfig, run_dir: Path) -> StageSpec:
             "model": plain(cfg.student),
             "schedule": schedule_identity(schedule),
             "optim": plain(cfg.optim),
-            "method": plain(cfg.method),
+            "method": method_config,
             "teacher": key,
             "seed": int(cfg.seed),
         },
@@ -136,8 +148,8 @@ def student_spec(cfg: DictConfig, run_dir: Path) -> StageSpec:
         seed=int(cfg.seed),
         model=cfg.student.name,
         teacher=cfg.teacher.name if key else None,
-        method=cfg.method.name,
-        hparams=method.describe(cfg.method),
+        method=name,
+        hparams=method.describe(cfg.method) if name == cfg.method.name else {},
     )
 
 

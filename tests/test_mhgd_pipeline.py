@@ -78,6 +78,8 @@ def test_other_heads_train_a_new_mhan_on_the_same_teacher(first: Path) -> None:
 
 def test_zero_heads_trains_no_teacher(tmp_path: Path) -> None:
     train(tmp_path, "method=mhgd", "method.heads=0")
-    assert not (tmp_path / "store").exists()
+    assert not (tmp_path / "store" / "teacher").exists()
+    assert not (tmp_path / "store" / "mhan").exists()
     (student,) = runs_of(tmp_path / "outputs", "student")
     assert student.read_record().teacher is None and student.is_finished()
+    assert student.read_record().method == "none"  # the student alone: one cell with method=none

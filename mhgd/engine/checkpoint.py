@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from mhgd.records import atomic_file
+from mhgd.files import atomic_file
 
 
 class CheckpointError(RuntimeError):
