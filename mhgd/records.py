@@ -8,6 +8,7 @@ fields live here and nowhere else. A run directory holds:
 - ``metrics.jsonl`` one JSON object per finished epoch
 - ``result.json``   outcome: status, last and best score, epochs, wall time (rewritten atomically)
 - ``error.txt``     the traceback, when the run failed
+- ``attempts.jsonl`` one line per time a process started (or resumed) training it
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ RECORD_FILE = "record.json"
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
+ATTEMPTS_FILE = "attempts.jsonl"
 
 STATUSES = ("running", "finished", "failed", "preempted", "pruned")
 
@@ -183,6 +185,18 @@ class RunDir:
         with atomic_file(self.file(METRICS_FILE)) as handle:
             for row in history:
                 handle.write(json.dumps(strict_json(row), sort_keys=True) + "\n")
+
+    def add_attempt(self, attempt: Mapping[str, Any]) -> None:
+        """Append-only: who trained this run and when (a second line means a resume)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.file(ATTEMPTS_FILE), "a") as handle:
+            handle.write(json.dumps(strict_json(dict(attempt)), sort_keys=True) + "\n")
+
+    def read_attempts(self) -> list[dict[str, Any]]:
+        path = self.file(ATTEMPTS_FILE)
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def write_error(self, text: str) -> None:
         self.file(ERROR_FILE).write_text(text)

@@ -23,6 +23,7 @@ from mhgd.engine.checkpoint import load_checkpoint
 from mhgd.engine.loop import FitOutcome, LoopSettings, TrainingTask, fit
 from mhgd.engine.preemption import Preempted, StopRequest
 from mhgd.errors import ConfigError
+from mhgd.files import this_process
 from mhgd.records import RunDir, RunRecord, RunResult, cell_id, git_commit
 from mhgd.stages import CHECKPOINT_FILE, StageSpec, plain
 from mhgd.tracking import Tracker
@@ -109,6 +110,7 @@ class StageRun:
 
         run.write_config({**plain(ctx.cfg), "stage": spec.stage, "seed": spec.seed})
         run.write_record(record)
+        run.add_attempt({**this_process(), "epochs_done": previous.epochs_done if previous else 0})
         tracker = Tracker.start(
             ctx.cfg.logger, spec.run_dir, record, spec.identity,
             f"{spec.stage}-{record.cell_id}-s{spec.seed}",
