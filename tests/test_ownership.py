@@ -97,7 +97,8 @@ def test_a_live_lease_names_its_owner_and_a_dead_one_is_taken_over(tmp_path: Pat
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path; from mhgd.files import Lease; "
-            f"lease = Lease(Path({str(slot)!r})); assert lease.try_acquire(); print('held', flush=True); "
+            f"lease = Lease(Path({str(slot)!r})); assert lease.try_acquire(); "
+            "print('held', flush=True); "
             "time.sleep(600)",
         ],
         stdout=subprocess.PIPE,
