@@ -112,7 +112,10 @@ class StageRun:
         run.write_record(record)
         run.add_attempt({**this_process(), "epochs_done": previous.epochs_done if previous else 0})
         tracker = Tracker.start(
-            ctx.cfg.logger, spec.run_dir, record, spec.identity,
+            ctx.cfg.logger,
+            spec.run_dir,
+            record,
+            spec.identity,
             f"{spec.stage}-{record.cell_id}-s{spec.seed}",
         )
         started = time.time()
@@ -179,8 +182,10 @@ class StageRun:
                 raise
             except BaseException as exc:
                 status = getattr(exc, "run_status", "failed")
-                end(result(status, None, error=f"{type(exc).__name__}: {exc}"),
-                    exit_code=0 if status == "pruned" else 1)
+                end(
+                    result(status, None, error=f"{type(exc).__name__}: {exc}"),
+                    exit_code=0 if status == "pruned" else 1,
+                )
                 if status == "failed":
                     run.write_error(traceback.format_exc())
                 raise
@@ -189,8 +194,13 @@ class StageRun:
         end(final, exit_code=0)
         log.info(
             "%s %s finished: last %s %.2f, best %.2f (epoch %s) -> %s",
-            spec.role, spec.stage, final.score_name, final.last_score, final.best_score,
-            final.best_epoch, spec.run_dir,
+            spec.role,
+            spec.stage,
+            final.score_name,
+            final.last_score,
+            final.best_score,
+            final.best_epoch,
+            spec.run_dir,
         )
         return final, task
 

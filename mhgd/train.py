@@ -36,7 +36,7 @@ OmegaConf.register_new_resolver("mhgd_dirname", _dirname, replace=True)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from mhgd.cluster import slurm_job_record
+    from mhgd.cluster.jobs import slurm_job_record
     from mhgd.pipeline import run
 
     run_dir = HydraConfig.get().runtime.output_dir

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from omegaconf import DictConfig
 
-from mhgd.cluster import check_before_submit, plan_builds
+from mhgd.cluster.planning import check_before_submit, plan
 from mhgd.errors import ConfigError
 from mhgd.records import RunDir, RunResult, find_runs
 from mhgd.stages import prerequisites
@@ -83,10 +83,14 @@ def test_plan_builds_each_missing_artifact_once(tmp_path: Path) -> None:
     teacher, mhan_2 = prerequisites(jobs[0][0])
     _, mhan_4 = prerequisites(jobs[2][0])
 
-    builds = plan_builds(jobs)
+    planned = plan(jobs)
+    builds = planned.builds
 
     assert [(b.artifacts, b.after) for b in builds] == [((teacher, mhan_2), None), ((mhan_4,), 0)]
     assert builds[0].name == f"teacher-{teacher.key}+mhan-{mhan_2.key}"
+    # Each run waits for the builds it needs only: one array per set of builds.
+    assert [run.builds for run in planned.runs] == [(0,), (0,), (0, 1), (0, 1)]
+    assert planned.groups() == {(0,): [0, 1], (0, 1): [2, 3]}
 
 
 def test_plan_builds_skips_finished_artifacts(tmp_path: Path) -> None:
@@ -94,12 +98,12 @@ def test_plan_builds_skips_finished_artifacts(tmp_path: Path) -> None:
     teacher, mhan = prerequisites(jobs[0][0])
 
     mark_finished(teacher.run_dir)
-    only_mhan = plan_builds(jobs)
+    only_mhan = plan(jobs).builds
     mark_finished(mhan.run_dir)
 
     assert [(b.artifacts, b.after) for b in only_mhan] == [((mhan,), None)]
-    assert plan_builds(jobs) == []
-    assert plan_builds(student_jobs(tmp_path, "method=none")) == []
+    assert plan(jobs).builds == []
+    assert plan(student_jobs(tmp_path, "method=none")).builds == []
 
 
 def test_check_before_submit_raises_the_jobs_config_error(tmp_path: Path) -> None:

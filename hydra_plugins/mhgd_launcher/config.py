@@ -13,6 +13,8 @@ class MhgdSlurmQueueConf(SlurmQueueConf):
     name: str = "${name}"
     # Training resumes from its checkpoint, so a job that reaches its time limit can requeue.
     max_num_timeout: int = 3
+    # false: submit, say how to collect, and exit; the jobs run on (rerun the command to wait).
+    wait: bool = True
 
 
 ConfigStore.instance().store(

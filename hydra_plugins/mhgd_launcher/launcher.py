@@ -1,30 +1,23 @@
-"""hydra-submitit-launcher's SLURM launcher, with stage dependencies and requeue safety."""
+"""hydra-submitit-launcher's SLURM launcher on mhgd's cluster layer (mhgd.cluster).
+
+A rerun of the same ``-m`` command submits nothing that is finished or still queued/running:
+it waits for the live jobs of the earlier command and submits only what has no job.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from textwrap import indent
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
-from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-
-if TYPE_CHECKING:
-    import submitit
-
-    from mhgd.cluster import ArtifactBuild
-
+from omegaconf import DictConfig, open_dict, read_write
 
 log = logging.getLogger(__name__)
-
-# How much of a dead job's error output the launcher's error message quotes.
-ERROR_TAIL_LINES = 12
 
 
 class LaunchError(CompactHydraException):
@@ -32,12 +25,12 @@ class LaunchError(CompactHydraException):
 
 
 class MhgdSlurmLauncher(SlurmLauncher):
-    """Submits a multirun as one SLURM array, after the builds of the artifacts it lacks.
+    """Submits a multirun as SLURM arrays, after the builds of the artifacts it lacks.
 
-    Before the array it submits one job per missing teacher/MHAN chain (mhgd.cluster plans
-    them from the configs) and makes the array depend on those jobs (``afterok``; SLURM
-    cancels the tasks if a build fails). In a task, training stopped by SIGTERM ends the
-    process without a result, so a requeued task is waited for rather than reported failed.
+    Each run waits (``afterok``) only for the builds it needs: one array per distinct set of
+    builds, so a failed build cancels only its own runs. In a task, a failed run raises (SLURM
+    records FAILED); training stopped by SIGTERM ends without a result, so a requeued task is
+    waited for rather than reported failed.
     """
 
     def __call__(
@@ -48,7 +41,7 @@ class MhgdSlurmLauncher(SlurmLauncher):
         job_id: str,
         singleton_state: dict[type, Singleton],
     ) -> JobReturn:
-        from mhgd.cluster import leave_to_slurm
+        from mhgd.cluster.jobs import leave_to_slurm
         from mhgd.engine.preemption import Preempted
 
         job_return = super().__call__(
@@ -59,14 +52,16 @@ class MhgdSlurmLauncher(SlurmLauncher):
         if isinstance(error, Preempted):
             leave_to_slurm(error)
         if error is not None:
-            # Into the run's train.log and the job's submitit log, with the traceback.
-            log.error("the job failed", exc_info=error)
+            # Into the run's train.log and the job's log, then out: SLURM records FAILED.
+            log.error("the run failed", exc_info=error)
+            raise error
         return job_return
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from mhgd.cluster import check_before_submit, plan_builds
+        from mhgd.cluster.planning import check_before_submit, plan
+        from mhgd.cluster.submission import Submission, failures
         from mhgd.errors import ConfigError
 
         assert self.config is not None
@@ -77,45 +72,45 @@ class MhgdSlurmLauncher(SlurmLauncher):
         ]
         try:
             check_before_submit(cfg for cfg, _ in jobs)
+            planned = plan(jobs)
         except ConfigError as error:
             raise LaunchError(f"configuration error, nothing was submitted: {error}") from error
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        builds = self._submit_builds(plan_builds(jobs))
-        tasks = self._submit_array(job_overrides, numbers, [job.job_id for job, _ in builds])
-        runs = [(task, run_dir) for task, (_, run_dir) in zip(tasks, jobs, strict=True)]
-        for task, run_dir in runs:
-            log.info("SLURM job %s -> %s", task.job_id, run_dir)
-        log.info("SLURM logs: %s", Path(str(self.params["submitit_folder"])).parent)
-        return self._results(builds, runs)
-
-    def _submit_builds(self, builds: list[ArtifactBuild]) -> list[tuple[submitit.Job[Any], str]]:
-        """One job per build, each after the build that trains its teacher."""
-        from mhgd.cluster import BuildArtifactsJob
-
-        submitted: list[tuple[submitit.Job[Any], str]] = []
-        for build in builds:
-            after = [] if build.after is None else [submitted[build.after][0].job_id]
-            job = self._executor(build.name, after).submit(
-                BuildArtifactsJob(build.cfg, build.run_dir)
-            )
-            submitted.append((job, build.name))
-            waits = f" after job {after[0]}" if after else ""
-            log.info("missing %s: SLURM job %s builds it%s", build.name, job.job_id, waits)
-        return submitted
-
-    def _submit_array(
-        self, job_overrides: Sequence[Sequence[str]], numbers: range, after: list[str]
-    ) -> list[submitit.Job[Any]]:
-        """The multirun's jobs as one array: each task runs ``self`` (the Hydra job)."""
-        count = len(job_overrides)
-        return self._executor(str(self.params["name"]), after).map_array(
-            self,
-            [list(overrides) for overrides in job_overrides],
-            ["hydra.sweep.dir"] * count,
-            numbers,
-            [f"job_id_for_{number}" for number in numbers],
-            [Singleton.get_state()] * count,
+        submission = Submission(planned, "slurm", self._executor)
+        state = Singleton.get_state()
+        submission.submit(
+            str(self.params["name"]),
+            lambda i: (
+                self,
+                (
+                    list(job_overrides[i]),
+                    "hydra.sweep.dir",
+                    numbers[i],
+                    f"job_id_for_{numbers[i]}",
+                    state,
+                ),
+            ),
         )
+        log.info("%s", submission.summary())
+        log.info("SLURM logs: %s", Path(str(self.params["submitit_folder"])).parent)
+        if not self.params.get("wait", True):
+            log.info(
+                "not waiting (hydra.launcher.wait=false): the jobs run on. To collect, run the "
+                "same command again: it waits for these jobs and submits nothing twice"
+            )
+            return [_returned(o, None) for o in job_overrides]
+        outcomes = submission.wait()
+        failed = failures(outcomes)
+        if failed:
+            raise LaunchError(
+                f"{len(failed)} of {len(outcomes)} runs did not finish; rerunning the same "
+                "command resumes them from their checkpoints (a run that failed needs its cause "
+                "fixed first; see its error.txt):\n" + "\n".join(failed)
+            )
+        return [
+            o.value if isinstance(o.value, JobReturn) else _returned(overrides, o.value)
+            for o, overrides in zip(outcomes, job_overrides, strict=True)
+        ]
 
     def _task_config(self, overrides: Sequence[str], number: int) -> tuple[DictConfig, Path]:
         """A job's config as its task will receive it, and its run directory."""
@@ -128,79 +123,17 @@ class MhgdSlurmLauncher(SlurmLauncher):
             del config["hydra"]
         return config, run_dir
 
-    def _executor(self, name: str, after: list[str]) -> submitit.AutoExecutor:
+    def _executor(self, name: str, after: Sequence[str]) -> Any:
         """An executor with this launcher's SLURM parameters, for jobs that wait for ``after``."""
-        import submitit
+        from mhgd.cluster.executors import make_executor
 
-        params = dict(self.params, name=name)
-        executor = submitit.AutoExecutor(
-            folder=params.pop("submitit_folder"),
-            cluster="slurm",
-            slurm_max_num_timeout=params.pop("max_num_timeout"),
-        )
-        if after:
-            params["dependency"] = "afterok:" + ":".join(after)
-            # Without it, jobs whose build failed would stay pending (and the launcher wait)
-            # forever.
-            params["additional_parameters"] = {
-                **(params.get("additional_parameters") or {}),
-                "kill_on_invalid_dep": "yes",
-            }
-        generic = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(
-            **{key if key in generic else f"slurm_{key}": value for key, value in params.items()}
-        )
-        return executor
-
-    def _results(
-        self,
-        builds: list[tuple[submitit.Job[Any], str]],
-        runs: list[tuple[submitit.Job[Any], Path]],
-    ) -> list[JobReturn]:
-        """Wait for every job; raise one error naming each job that ended without a result."""
-        failures: list[str] = []
-        for job, name in builds:
-            _wait(job, f"build of {name}", failures)
-        if failures:
-            raise LaunchError(
-                "a build of a prerequisite failed, so SLURM cancels the runs waiting for it:\n"
-                + "\n".join(failures)
-            )
-        returns = [_wait(task, f"run {run_dir}", failures) for task, run_dir in runs]
-        for job_return, (task, run_dir) in zip(returns, runs, strict=True):
-            if job_return is not None and job_return.status is JobStatus.FAILED:
-                log.error(
-                    "run %s failed: see its train.log and error.txt, and the SLURM log %s",
-                    run_dir,
-                    task.paths.stderr,
-                )
-        if failures:
-            raise LaunchError(
-                f"{len(failures)} of {len(runs)} SLURM jobs ended without a result; rerunning "
-                "the same command resumes them from their checkpoints:\n" + "\n".join(failures)
-            )
-        return returns
+        params = {k: v for k, v in self.params.items() if v is not None}
+        folder = params.pop("submitit_folder")
+        return make_executor(folder, "slurm", {**params, "name": name}, after=after)
 
 
-def _wait(job: submitit.Job[Any], what: str, failures: list[str]) -> Any:
-    """The job's result, or None after adding why there is none to ``failures``."""
-    from submitit.core.utils import FailedJobError, UncompletedJobError
-
-    try:
-        return job.result()
-    except FailedJobError as error:
-        failures.append(_failure(job, what, "raised an error", error))
-    except UncompletedJobError as error:
-        failures.append(_failure(job, what, f"ended {job.state} without a result", error))
-    return None
-
-
-def _failure(job: submitit.Job[Any], what: str, outcome: str, error: Exception) -> str:
-    """One failed job for the launcher's error: what it ran, its logs, the end of its error."""
-    # submitit ends a job's traceback with where its logs are: those are named here anyway.
-    text = str(error).split("You can check full logs")[0]
-    lines = [line for line in text.splitlines() if line.strip("- ")]
-    return (
-        f"- {what}: SLURM job {job.job_id} {outcome}; logs {job.paths.stdout} and "
-        f"{job.paths.stderr.name}\n" + indent("\n".join(lines[-ERROR_TAIL_LINES:]), "    ")
-    )
+def _returned(overrides: Sequence[str], value: Any) -> JobReturn:
+    """What Hydra expects of a run that needed no job this time (finished, or left running)."""
+    job_return = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+    job_return._return_value = getattr(value, "last_score", value)
+    return job_return

@@ -17,12 +17,13 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from mhgd.cluster.planning import plan
+from mhgd.cluster.submission import Submission
 from mhgd.errors import ConfigError
 from mhgd.records import RunResult
 from mhgd.sweeps.configs import FINAL_SPLIT, check_configs, compose, hydra_run_dir, layout
 from mhgd.sweeps.controller import Search, open_study
-from mhgd.sweeps.jobs import make_executor, run_to_completion
-from mhgd.sweeps.prebuild import prebuild
+from mhgd.sweeps.jobs import executor_for
 from mhgd.sweeps.space import override_value, overrides_for
 from mhgd.sweeps.spec import GridSpec, SweepSpec
 from mhgd.sweeps.workers import RunJob, RunRunner
@@ -59,12 +60,25 @@ def _summarise(cells: Sequence[Cell], outcomes: Sequence[object]) -> bool:
 
 
 def _run_cells(spec: SweepSpec, jobs_dir: Path, cells: Sequence[Cell], parallel: int) -> bool:
-    executor = make_executor(spec.executor, jobs_dir)
+    """Every run of the cells, each once: finished runs are not resubmitted, runs whose job
+    from an earlier (killed) command still lives are waited for, the rest are submitted."""
     jobs = [job for cell in cells for job in cell.jobs]
-    prebuild(executor, [(compose(job.overrides), Path(job.run_dir)) for job in jobs], parallel)
-    log.info("%d runs, %d at a time on %s", len(jobs), parallel, spec.executor.cluster)
-    calls = [RunRunner(job) for job in jobs]
-    return _summarise(cells, run_to_completion(executor, calls, parallel))
+    cluster = spec.executor.cluster
+    make = executor_for(spec.executor, jobs_dir, parallel)
+    planned = plan([(compose(job.overrides), Path(job.run_dir)) for job in jobs])
+    submission = Submission(planned, cluster, make)
+    log.info("%d runs, %d at a time on %s", len(jobs), parallel, cluster)
+
+    def call_for(index: int) -> tuple[RunRunner, tuple[()]]:
+        return RunRunner(jobs[index]), ()
+
+    if cluster == "slurm":
+        submission.submit(spec.study, call_for)
+        log.info("%s", submission.summary())
+        outcomes = submission.wait()
+    else:
+        outcomes = submission.run_locally(spec.study, call_for, parallel)
+    return _summarise(cells, [o.failure or o.value for o in outcomes])
 
 
 def run_grid(spec: GridSpec) -> bool:

@@ -17,14 +17,15 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-import submitit
 from optuna.trial import FrozenTrial, TrialState
 
+from mhgd.cluster.jobs import Ticket
+from mhgd.cluster.submission import ExecutorFor
 from mhgd.errors import ConfigError
 from mhgd.sweeps.algorithms import (
     build_pruner,
@@ -34,7 +35,7 @@ from mhgd.sweeps.algorithms import (
     open_storage,
 )
 from mhgd.sweeps.configs import TUNE_SPLIT, Layout, check_configs, compose, layout
-from mhgd.sweeps.jobs import POLL_S, JobRef, JobWatch, SweepAborted, make_executor
+from mhgd.sweeps.jobs import POLL_S, JobWatch, SweepAborted, executor_for
 from mhgd.sweeps.prebuild import prebuild
 from mhgd.sweeps.space import overrides_for
 from mhgd.sweeps.spec import METRICS, SearchSpec
@@ -137,7 +138,7 @@ def _describe(params: dict[str, Any]) -> str:
 class Controller:
     """One controller process of a study (several may run at once, on one lock)."""
 
-    def __init__(self, search: Search, study: optuna.Study, executor: submitit.AutoExecutor):
+    def __init__(self, search: Search, study: optuna.Study, executor: ExecutorFor):
         self.search = search
         self.spec = search.spec
         self.study = study
@@ -161,7 +162,9 @@ class Controller:
                 running = sum(t.state == TrialState.RUNNING for t in trials)
                 if done >= self.spec.trials and running == 0:
                     return trials
-                while len(self.mine) < self.spec.in_flight and done + running < self.spec.trials:
+                # Every running trial counts, also those an earlier controller started: after
+                # _reconcile, each of them has a live job.
+                while running < self.spec.in_flight and done + running < self.spec.trials:
                     self._launch(len(trials))
                     running += 1
             time.sleep(POLL_S)
@@ -170,7 +173,7 @@ class Controller:
     def _reconcile(self) -> list[FrozenTrial]:
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             ref = trial.user_attrs.get("job")
-            if ref is None or not self.watch.is_running(JobRef(**ref)):
+            if ref is None or not self.watch.is_running(Ticket(**ref)):
                 ended = self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
                 if ended.state == TrialState.FAIL:
                     log.warning(
@@ -247,16 +250,18 @@ class Controller:
         if not self.teacher_ready:
             # The first trial's artifacts are built by one job before any trial is queued, so
             # the other trials never hold a GPU while waiting for the teacher.
-            prebuild(self.executor, [(compose(job.overrides), Path(run_dir))], 1)
+            prebuild(
+                self.spec.executor.cluster, self.executor, [(compose(job.overrides), Path(run_dir))]
+            )
             self.teacher_ready = True
         try:
-            submitted = self.executor.submit(TrialRunner(job))
+            submitted = self.executor(self.spec.study, []).submit(TrialRunner(job))
         except Exception as exc:
             trial.set_user_attr("error", f"submission failed: {exc}")
             self.study.tell(trial, state=TrialState.FAIL)
             raise SweepAborted(f"could not submit trial {trial.number}: {exc}") from exc
         self.watch.add(submitted)
-        trial.set_user_attr("job", JobRef.of(submitted, self.executor.cluster).as_dict())
+        trial.set_user_attr("job", asdict(Ticket.of(submitted, self.spec.executor.cluster)))
         trial.set_user_attr("run_dir", run_dir)
         trial.set_user_attr("overrides", list(job.overrides))
         self.mine.add(trial.number)
@@ -266,7 +271,7 @@ class Controller:
 
 def run_search(search: Search) -> list[FrozenTrial]:
     study = open_study(search)
-    executor = make_executor(search.spec.executor, search.layout.jobs_dir)
+    executor = executor_for(search.spec.executor, search.layout.jobs_dir, search.spec.in_flight)
     log.info(
         "study %s in %s: %d trials, %d in flight on %s",
         search.spec.study,

@@ -1,39 +1,27 @@
-"""submitit: executors from a sweep file's ``executor:`` section, job arrays, and liveness.
+"""submitit for sweeps: executors from a sweep file's ``executor:`` section, and liveness.
 
-The section takes the parameters of hydra-submitit-launcher's profiles (same names, same
-meaning), plus ``cluster: local | slurm``.
+The section takes the keys of the launcher profiles (mhgd.cluster.executors), plus
+``cluster: local | slurm``.
 """
 
 from __future__ import annotations
 
-import logging
-import socket
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import submitit
 
+from mhgd.cluster.executors import CLUSTERS, GENERIC_KEYS, make_executor
+from mhgd.cluster.jobs import Ticket
+from mhgd.cluster.submission import ExecutorFor
 from mhgd.sweeps.located import SweepFileError
 
-log = logging.getLogger(__name__)
+__all__ = ["CLUSTERS", "EXECUTOR_KEYS", "ExecutorSpec", "JobWatch", "SweepAborted", "executor_for"]
 
-CLUSTERS = ("local", "slurm")
-# Shared by both clusters (hydra-submitit-launcher's BaseQueueConf).
-GENERIC_KEYS = {
-    "timeout_min",
-    "cpus_per_task",
-    "gpus_per_node",
-    "tasks_per_node",
-    "mem_gb",
-    "nodes",
-    "name",
-    "stderr_to_stdout",
-}
-# SLURM only (its SlurmQueueConf, except array_parallelism: in_flight sets it); ignored by
-# local processes, except setup lines.
+# SLURM only (the profiles' SlurmQueueConf, except array_parallelism: in_flight sets it);
+# ignored by local processes, except setup lines.
 SLURM_KEYS = {
     "partition",
     "qos",
@@ -51,10 +39,7 @@ SLURM_KEYS = {
     "setup",
 }
 EXECUTOR_KEYS = GENERIC_KEYS | SLURM_KEYS | {"max_num_timeout"}
-# submitit's local default (2 min) would kill any real trial; partitions usually allow this.
-DEFAULT_TIMEOUT_MIN = 240
 POLL_S = 1.0
-LOCAL_JOB_MODULE = b"submitit.local._local"
 
 
 class SweepAborted(RuntimeError):
@@ -71,48 +56,26 @@ class ExecutorSpec:
     line: int
 
 
-def make_executor(spec: ExecutorSpec, folder: Path) -> submitit.AutoExecutor:
-    """An executor writing its job files under ``folder``; bad parameters name the line."""
-    options = dict(spec.options)
-    init = {}
-    if "max_num_timeout" in options:
-        init[f"{spec.cluster}_max_num_timeout"] = options.pop("max_num_timeout")
-    params: dict[str, Any] = {"timeout_min": DEFAULT_TIMEOUT_MIN}
-    for key, value in options.items():
-        if key in GENERIC_KEYS:
-            params[key] = value
-        elif key == "setup":
-            params.update(slurm_setup=value, local_setup=value)
-        else:
-            params[f"slurm_{key}"] = value
-    try:
-        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=spec.cluster, **init)
-        executor.update_parameters(**params)
-    except (AssertionError, NameError, TypeError, ValueError) as exc:
-        raise SweepFileError(spec.file, spec.line, f"executor: {exc}") from exc
-    return executor
+def executor_for(spec: ExecutorSpec, folder: Path, parallel: int) -> ExecutorFor:
+    """A factory of executors (name, job ids to wait for) writing job files under ``folder``;
+    bad parameters name the sweep file's line."""
+    options = {**spec.options}
+    if spec.cluster == "slurm":
+        options["array_parallelism"] = parallel
 
+    def make(name: str, after: Sequence[str]) -> submitit.AutoExecutor:
+        try:
+            return make_executor(folder, spec.cluster, {**options, "name": name}, after=after)
+        except (AssertionError, NameError, TypeError, ValueError) as exc:
+            raise SweepFileError(spec.file, spec.line, f"executor: {exc}") from exc
 
-@dataclass(frozen=True)
-class JobRef:
-    """Enough to find a job again from another controller process (kept in the trial)."""
-
-    cluster: str
-    job_id: str
-    folder: str
-    host: str
-
-    @classmethod
-    def of(cls, job: submitit.Job[Any], cluster: str) -> JobRef:
-        return cls(cluster, str(job.job_id), str(job.paths.folder), socket.gethostname())
-
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
+    make("check", [])  # refuse bad parameters before anything is submitted
+    return make
 
 
 class JobWatch:
     """Answers "is this job still queued or running?" for jobs this process submitted (live
-    handles) and for jobs an earlier, maybe killed, controller submitted (by reference)."""
+    handles) and for jobs an earlier, maybe killed, controller submitted (by ticket)."""
 
     def __init__(self) -> None:
         self._handles: dict[str, submitit.Job[Any]] = {}
@@ -120,57 +83,8 @@ class JobWatch:
     def add(self, job: submitit.Job[Any]) -> None:
         self._handles[str(job.job_id)] = job
 
-    def is_running(self, ref: JobRef) -> bool:
-        job = self._handles.get(ref.job_id)
-        if ref.cluster == "slurm":
-            if job is None:
-                job = submitit.SlurmJob(folder=ref.folder, job_id=ref.job_id)
-                self._handles[ref.job_id] = job
-            return not job.done()
+    def is_running(self, ticket: Ticket) -> bool:
+        job = self._handles.get(ticket.job_id)
         if job is not None:
             return not job.done()
-        return _local_job_alive(ref)
-
-
-def _local_job_alive(ref: JobRef) -> bool:
-    """A local job outlives a killed controller; its process id is the job id."""
-    if ref.host != socket.gethostname():
-        return True  # only a controller on that host can tell; assume it is still running
-    try:
-        return LOCAL_JOB_MODULE in Path(f"/proc/{ref.job_id}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def _outcome(job: submitit.Job[Any]) -> Any:
-    try:
-        return job.result()
-    except Exception as exc:  # reported per job by the caller
-        return exc
-
-
-def run_to_completion(
-    executor: submitit.AutoExecutor, calls: Sequence[Callable[[], Any]], parallel: int
-) -> list[Any]:
-    """Run every call as a job, at most ``parallel`` at once, and return each result (or the
-    exception it raised). On SLURM they are one job array."""
-    if executor.cluster == "slurm":
-        executor.update_parameters(slurm_array_parallelism=parallel)
-        with executor.batch():
-            jobs = [executor.submit(call) for call in calls]
-        log.info(
-            "submitted SLURM job(s) %s", ", ".join(sorted({j.job_id.split("_")[0] for j in jobs}))
-        )
-        return [_outcome(job) for job in jobs]
-    results: list[Any] = [None] * len(calls)
-    waiting = list(range(len(calls)))
-    running: dict[int, submitit.Job[Any]] = {}
-    while waiting or running:
-        while waiting and len(running) < parallel:
-            index = waiting.pop(0)
-            running[index] = executor.submit(calls[index])
-        for index, job in list(running.items()):
-            if job.done():
-                results[index] = _outcome(running.pop(index))
-        time.sleep(POLL_S)
-    return results
+        return ticket.is_live()

@@ -8,16 +8,14 @@ preemption or requeue) ends without a result, so it is waited for rather than re
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from submitit.helpers import Checkpointable
 
-from mhgd.cluster import leave_to_slurm, slurm_job_record
+from mhgd.cluster.jobs import PreemptibleJob, slurm_job_record
 from mhgd.engine.preemption import Preempted
 from mhgd.pipeline import run
 from mhgd.records import RunDir, RunResult
@@ -26,15 +24,6 @@ from mhgd.sweeps.configs import compose
 
 log = logging.getLogger(__name__)
 ERROR_ATTR_CHARS = 2000
-
-
-def _job_record() -> dict[str, str]:
-    """The SLURM job id and log of this run, kept in its record (nothing for local processes)."""
-    return slurm_job_record() if os.environ.get("SLURM_JOB_ID") else {}
-
-
-def _job_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
 
 class Pruned(optuna.TrialPruned):
@@ -59,15 +48,14 @@ class TrialJob:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class TrialRunner(Checkpointable):
+class TrialRunner(PreemptibleJob):
     """Trains one trial's student, reporting validation top-1 per epoch to the study, and
     tells the study how it ended (complete, pruned, or failed with its error)."""
 
     def __init__(self, job: TrialJob) -> None:
         self.job = job
 
-    def __call__(self) -> float | None:
-        _job_logging()
+    def work(self) -> float | None:
         job = self.job
         storage = open_storage(job.storage)
         study = optuna.load_study(
@@ -99,14 +87,14 @@ class TrialRunner(Checkpointable):
                 job.run_dir,
                 epoch_hook=report,
                 tags=list(job.tags),
-                extra_record={**job.extra, **_job_record()},
+                extra_record={**job.extra, **slurm_job_record()},
             )
         except optuna.TrialPruned as pruned:
             log.info("%s", pruned)
             study.tell(trial, state=TrialState.PRUNED)
             return None
-        except Preempted as stopped:
-            leave_to_slurm(stopped)  # the trial stays running; the requeued job resumes it
+        except Preempted:
+            raise  # the trial stays running; the requeued job resumes it
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:ERROR_ATTR_CHARS])
             study.tell(trial, state=TrialState.FAIL)
@@ -126,18 +114,14 @@ class RunJob:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class RunRunner(Checkpointable):
+class RunRunner(PreemptibleJob):
     def __init__(self, job: RunJob) -> None:
         self.job = job
 
-    def __call__(self) -> RunResult | None:
-        _job_logging()
-        try:
-            return run(
-                compose(self.job.overrides),
-                Path(self.job.run_dir),
-                tags=list(self.job.tags),
-                extra_record={**self.job.extra, **_job_record()},
-            )
-        except Preempted as stopped:
-            leave_to_slurm(stopped)
+    def work(self) -> RunResult | None:
+        return run(
+            compose(self.job.overrides),
+            Path(self.job.run_dir),
+            tags=list(self.job.tags),
+            extra_record={**self.job.extra, **slurm_job_record()},
+        )
