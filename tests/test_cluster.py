@@ -191,6 +191,11 @@ def accounting(ids: Sequence[str]) -> list[dict[str, str]]:
         time.sleep(0.5)
 
 
+def is_build(row: dict[str, str]) -> bool:
+    """A build job is named after the artifacts it trains (teacher-<key>+mhan-<key>)."""
+    return row["JobName"].startswith(("teacher-", "mhan-"))
+
+
 def scores(run_dir: Path) -> list[dict]:
     return [
         {k: v for k, v in row.items() if k != "time_s"} for row in RunDir(run_dir).read_metrics()
@@ -231,26 +236,33 @@ def test_students_wait_for_one_build_of_their_teacher(
     record_property("wall_time_s", round(time.monotonic() - started, 1))
 
     assert sweep.returncode == 0, output[-3000:]
-    ids = job_ids(sweep_dir(tmp_path))
-    builds = [job for job in ids if "_" not in job]
-    tasks = [job for job in ids if "_" in job]
-    assert len(builds) == 2 and len(tasks) == 2  # teacher + MHAN(A=2); MHAN(A=4); 2 students
+    rows = {row["JobID"]: row for row in accounting(job_ids(sweep_dir(tmp_path)))}
+    builds = sorted(job for job, row in rows.items() if is_build(row))
+    assert len(builds) == 2  # teacher + MHAN(A=2); MHAN(A=4)
     artifacts = [run.read_record() for run in find_runs(tmp_path / "store")]
-    trained_by = {(r.stage, r.hparams.get("heads")): r.extra["slurm_job_id"] for r in artifacts}
+    trained_by = {
+        (r.stage, r.hparams.get("heads")): r.extra["slurm_job_id"]
+        for r in artifacts
+        if r.role == "artifact"
+    }
     # One teacher, trained by the first build (not by a student), as was the first MHAN.
     assert trained_by == {
         ("teacher", None): builds[0],
         ("mhan", 2): builds[0],
         ("mhan", 4): builds[1],
     }
-    students = list(find_runs(sweep_dir(tmp_path)))
-    assert sorted(run.read_record().hparams["heads"] for run in students) == [2, 4]
-    assert all(run.is_finished() for run in students)
-    rows = {row["JobID"]: row for row in accounting(ids)}
+    students = {run.read_record().hparams["heads"]: run for run in find_runs(sweep_dir(tmp_path))}
+    assert sorted(students) == [2, 4]
+    assert all(run.is_finished() for run in students.values())
     assert {row["State"] for row in rows.values()} == {"COMPLETED"}
-    builds_end = max(rows[job]["End"] for job in builds)
     assert rows[builds[1]]["Start"] >= rows[builds[0]]["End"]
-    assert all(rows[task]["Start"] >= builds_end for task in tasks)
+    # Each student waits for exactly the builds it needs (A = 2 not for A = 4's MHAN).
+    student_job = {
+        heads: run.read_record().extra["slurm_job_id"] for heads, run in students.items()
+    }
+    assert rows[student_job[4]]["Start"] >= rows[builds[1]]["End"]
+    assert rows[student_job[2]]["Start"] >= rows[builds[0]]["End"]
+    assert student_job[2].split("_")[0] != student_job[4].split("_")[0]  # two arrays
 
 
 @pytest.mark.slow
@@ -310,10 +322,10 @@ def test_failed_and_cancelled_runs_fail_the_sweep_with_their_logs(
     record_property("cancel_to_exit_s", round(time.monotonic() - cancelled_at, 1))
 
     assert sweep.returncode != 0
-    assert "1 of 2 SLURM jobs ended without a result" in output
-    assert f"run {cancelled}: SLURM job {job} ended CANCELLED" in output
+    assert "2 of 2 runs did not finish" in output
+    assert f"run {cancelled}: job {job} ended CANCELLED" in output
     assert str(sweep_dir(tmp_path) / ".submitit" / job / f"{job}_0_log.out") in output
-    assert "Traceback" not in output  # the error names jobs and logs; no launcher stack
+    assert "hydra/_internal" not in output  # the error names jobs and logs; no launcher stack
     result = RunDir(cancelled).read_result()
     assert (result.status, result.epochs_done) == (
         "preempted",
@@ -321,7 +333,10 @@ def test_failed_and_cancelled_runs_fail_the_sweep_with_their_logs(
     )
     assert (cancelled / "checkpoint.pt").is_file()
     [failed] = [run.path for run in find_runs(sweep_dir(tmp_path)) if run.path != cancelled]
-    assert f"run {failed} failed" in output
+    assert f"run {failed}: job {slurm_job_of(failed)} raised an error" in output, output[-4000:]
+    assert "Invalid momentum value" in output  # the last lines of its error
+    # A run that raised is FAILED for SLURM too, not COMPLETED.
+    assert [row["State"] for row in accounting([slurm_job_of(failed)])] == ["FAILED"]
     assert "Invalid momentum value" in (failed / "error.txt").read_text()
     assert "Traceback" in (failed / "train.log").read_text()
     assert RunDir(failed).read_result().status == "failed"
@@ -340,10 +355,10 @@ def test_failed_build_cancels_its_students_and_names_the_cause(
     record_property("wall_time_s", round(time.monotonic() - started, 1))
 
     assert sweep.returncode != 0
-    assert "a build of a prerequisite failed" in output
+    assert "not run, its prerequisite failed" in output
     assert "CIFAR-100 file not found" in output
-    tasks = [job for job in job_ids(sweep_dir(tmp_path)) if "_" in job]
-    assert len(tasks) == 2
-    assert not list((sweep_dir(tmp_path) / ".submitit").glob("*_*/*_log.out"))  # never started
-    assert {row["State"] for row in accounting([tasks[0].split("_")[0]])} == {"CANCELLED"}
+    rows = accounting(job_ids(sweep_dir(tmp_path)))
+    students = [row for row in rows if not is_build(row)]
+    assert len(students) == 2
+    assert {row["State"] for row in students} == {"CANCELLED"}  # never started
     assert list(find_runs(sweep_dir(tmp_path))) == []

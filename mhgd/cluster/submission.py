@@ -50,10 +50,10 @@ def _tail(error: Exception) -> str:
 
 def describe_failure(job: submitit.Job[Any], what: str, error: Exception) -> str:
     """One failed job: what it ran, its SLURM state, its logs and the end of its error."""
-    if isinstance(error, UncompletedJobError):
-        outcome, detail = f"ended {job.state} without a result", ""
-    else:
+    if isinstance(error, FailedJobError):  # a subclass of UncompletedJobError
         outcome, detail = "raised an error", "\n" + _tail(error)
+    else:
+        outcome, detail = f"ended {job.state} without a result", ""
     logs = f"logs {job.paths.stdout} and {job.paths.stderr.name}"
     return f"- {what}: job {job.job_id} {outcome}; {logs}{detail}"
 
