@@ -362,3 +362,78 @@ def test_failed_build_cancels_its_students_and_names_the_cause(
     assert len(students) == 2
     assert {row["State"] for row in students} == {"CANCELLED"}  # never started
     assert list(find_runs(sweep_dir(tmp_path))) == []
+
+
+def attempts(where: Path) -> dict[Path, int]:
+    """How often each run below ``where`` started training (each start appends a line)."""
+    return {run.path: len(run.read_attempts()) for run in find_runs(where)}
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_killed_launcher_rerun_reattaches_and_nothing_trains_twice(
+    slurm_cluster: SlurmCluster, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    """kill -9 of `mhgd-train -m` while its tasks train; the same command, run again, waits
+    for the live jobs; a third run of it finds everything finished and submits nothing."""
+    overrides = ("method=none", "seed=0,1")
+    sweep = start_sweep(tmp_path, *overrides, epochs=4)
+    wait_for_run(sweep, sweep_dir(tmp_path), trained(1), "trained an epoch")
+    sweep.kill()  # SIGKILL: no cleanup, as when a login node drops the session
+    sweep.communicate()
+    submitted = job_ids(sweep_dir(tmp_path))
+
+    rerun = start_sweep(tmp_path, *overrides, epochs=4)
+    output = finish(rerun, sweep_dir(tmp_path))
+    assert rerun.returncode == 0, output[-3000:]
+    assert "0 submitted now" in output and "already queued or running" in output
+    assert job_ids(sweep_dir(tmp_path)) == submitted
+    counts = attempts(sweep_dir(tmp_path))
+    assert len(counts) == 2 and set(counts.values()) == {1}, counts
+    assert all(run.is_finished() for run in find_runs(sweep_dir(tmp_path)))
+
+    started = time.monotonic()
+    again = start_sweep(tmp_path, *overrides, epochs=4)
+    output = finish(again, sweep_dir(tmp_path))
+    record_property("finished_rerun_s", round(time.monotonic() - started, 1))
+    assert again.returncode == 0, output[-3000:]
+    assert "2 finished before, 0 already queued or running, 0 submitted now" in output
+    assert job_ids(sweep_dir(tmp_path)) == submitted
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_fire_and_forget_then_collect(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    overrides = ("method=none", "seed=0,1")
+    leave = start_sweep(tmp_path, "hydra.launcher.wait=false", *overrides)
+    output = finish(leave, sweep_dir(tmp_path), timeout_s=120)
+    assert leave.returncode == 0, output[-3000:]
+    assert "run the same command again" in output
+    collect = start_sweep(tmp_path, *overrides)
+    output = finish(collect, sweep_dir(tmp_path))
+    assert collect.returncode == 0, output[-3000:]
+    assert "0 submitted now" in output
+    assert set(attempts(sweep_dir(tmp_path)).values()) == {1}
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_cancelled_build_cancels_only_its_dependents(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """Cancel the build of A = 4's MHAN: A = 2's student still trains; A = 4's is cancelled."""
+    sweep = start_sweep(tmp_path, *MHGD)
+    deadline = time.monotonic() + JOB_START_TIMEOUT_S
+    while len(job_ids(sweep_dir(tmp_path))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # Submitted in order: the teacher's build, the build of A = 4's MHAN after it, the runs.
+    mhan_4 = sorted(job_ids(sweep_dir(tmp_path)), key=int)[1]
+    subprocess.run(["scancel", mhan_4], check=True, timeout=30)
+    output = finish(sweep, sweep_dir(tmp_path))
+
+    assert sweep.returncode != 0
+    assert "build of mhan-" in output and f"job {mhan_4} ended CANCELLED" in output
+    assert "1 of 2 runs did not finish" in output
+    students = {run.read_record().hparams["heads"]: run for run in find_runs(sweep_dir(tmp_path))}
+    assert list(students) == [2] and students[2].is_finished()
+

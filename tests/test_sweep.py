@@ -300,6 +300,8 @@ def test_killed_controller_resumes_without_running_anything_twice(
         assert run_dir.file("result.json").stat().st_mtime_ns == mtime
     jobs = [t.user_attrs["job"]["job_id"] for t in trials]
     assert len(set(jobs)) == len(jobs)
+    # The resumed controller counts the trials its predecessor left running against in_flight.
+    assert most_at_once(trials) <= 2
     failed = [t for t in trials if t.state == TrialState.FAIL]
     if not with_jobs:
         assert failed == [] and len(trials) == 3
@@ -313,6 +315,19 @@ def test_killed_controller_resumes_without_running_anything_twice(
         # The retry resumed the killed run's checkpoint: every epoch once, none repeated.
         assert epochs_of(retry.user_attrs["run_dir"]) == [1, 2, 3]
     assert len(trials) == 3 + len(failed)
+
+
+def most_at_once(trials: list[FrozenTrial]) -> int:
+    """The most trials that were running at the same moment (start to end in the study)."""
+    events = sorted(
+        [(t.datetime_start, 1) for t in trials if t.datetime_start]
+        + [(t.datetime_complete, -1) for t in trials if t.datetime_complete]
+    )
+    running = most = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
 
 
 @pytest.mark.slow
