@@ -78,10 +78,10 @@ def run_bounded(*args: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def controller(sweep_file: Path, log: Path) -> subprocess.Popen[bytes]:
+def controller(sweep_file: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
     """A real mhgd-sweep process in its own process group (so a test can kill it with its jobs)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "mhgd.sweep", str(sweep_file)],
+        [sys.executable, "-m", "mhgd.sweep", str(sweep_file), *args],
         cwd=REPO_ROOT,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -412,8 +412,14 @@ def test_slurm_search_then_confirmation_as_one_array(
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert {t.user_attrs["job"]["cluster"] for t in trials} == {"slurm"}
 
-    run_bounded(str(sweep_file), "confirm")
+    # The confirmation's controller is killed while its jobs run; the rerun waits for them.
     best = max(trials, key=lambda t: t.value)
+    confirm_dir = outputs / "slurm" / "confirm" / f"trial-{best.number:04d}"
+    first = controller(sweep_file, tmp_path / "confirm.log", "confirm")
+    wait_until(lambda: any(confirm_dir.rglob("record.json")), SWEEP_TIMEOUT_S, "a confirm run")
+    first.kill()
+    first.wait()
+    run_bounded(str(sweep_file), "confirm")
     jobs_dir = outputs / "slurm" / "jobs"
     array_tasks = [p.name for p in jobs_dir.iterdir() if re.fullmatch(r"\d+_\d+", p.name)]
     assert len(array_tasks) == 2 and len({name.split("_")[0] for name in array_tasks}) == 1
@@ -431,3 +437,4 @@ def test_slurm_search_then_confirmation_as_one_array(
         assert run.read_config()["dataset"]["split"] == "final"
         assert run.read_config()["schedule"]["lr"] == best.params["schedule.lr"]
         assert run.read_result().status == "finished"
+        assert len(run.read_attempts()) == 1  # trained once, by the first command's job

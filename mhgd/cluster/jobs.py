@@ -97,7 +97,7 @@ class Ticket:
     def job(self) -> submitit.Job[Any]:
         if self.cluster == "slurm":
             return submitit.SlurmJob(folder=self.folder, job_id=self.job_id)
-        return submitit.LocalJob(folder=self.folder, job_id=self.job_id)
+        return ReattachedLocalJob(folder=self.folder, job_id=self.job_id)
 
     def is_live(self) -> bool:
         """Still queued or running: a rerun waits for it instead of submitting again."""
@@ -105,10 +105,25 @@ class Ticket:
             return not self.job().done()
         if self.host != socket.gethostname():
             return True  # only a process on that host can tell; assume it still runs
-        try:
-            return LOCAL_JOB_MODULE in Path(f"/proc/{self.job_id}/cmdline").read_bytes()
-        except OSError:
-            return False
+        return _local_job_runs(self.job_id)
+
+
+def _local_job_runs(pid: str) -> bool:
+    """A local job outlives the process that started it; its process id is its job id."""
+    try:
+        return LOCAL_JOB_MODULE in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+class ReattachedLocalJob(submitit.LocalJob):
+    """A local job started by an earlier (maybe killed) process: submitit only knows the
+    processes it started itself, so liveness comes from the process table."""
+
+    def get_info(self, mode: str = "force") -> dict[str, str]:
+        if _local_job_runs(self.job_id):
+            return {"jobState": "RUNNING"}
+        return super().get_info(mode)
 
 
 def write_ticket(path: Path, ticket: Ticket) -> None:
