@@ -39,11 +39,12 @@ ACCOUNTING_TIMEOUT_S = 60
 @pytest.mark.parametrize(
     ("profile", "partition", "gpus"), [("slurm_gpu", "gpu", 1), ("slurm_cpu", "local", None)]
 )
+@pytest.mark.parametrize("config_dir", [["-cd", str(PROFILES)], []], ids=["cd", "no-cd"])
 def test_profiles_select_the_mhgd_launcher_from_any_directory(
-    tmp_path: Path, profile: str, partition: str, gpus: int | None
+    tmp_path: Path, profile: str, partition: str, gpus: int | None, config_dir: list[str]
 ) -> None:
     shown = subprocess.run(
-        ["mhgd-train", "-cd", str(PROFILES), f"hydra/launcher={profile}", "--cfg", "hydra"],
+        ["mhgd-train", *config_dir, f"hydra/launcher={profile}", "--cfg", "hydra"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -231,7 +232,7 @@ def test_students_wait_for_one_build_of_their_teacher(
     slurm_cluster: SlurmCluster, tmp_path: Path, record_property: pytest.RecordProperty
 ) -> None:
     started = time.monotonic()
-    sweep = start_sweep(tmp_path, *MHGD)
+    sweep = start_sweep(tmp_path, *MHGD, "+hydra.launcher.build.timeout_min=7")
     output = finish(sweep, sweep_dir(tmp_path))
     record_property("wall_time_s", round(time.monotonic() - started, 1))
 
@@ -239,6 +240,18 @@ def test_students_wait_for_one_build_of_their_teacher(
     rows = {row["JobID"]: row for row in accounting(job_ids(sweep_dir(tmp_path)))}
     builds = sorted(job for job, row in rows.items() if is_build(row))
     assert len(builds) == 2  # teacher + MHAN(A=2); MHAN(A=4)
+    limits = subprocess.run(
+        ["sacct", "-X", "--noheader", "--parsable2", "-o", "JobID,Timelimit", "-j", ",".join(rows)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
+    # Builds take their own SLURM parameters (hydra.launcher.build), runs the profile's.
+    assert {line.split("|")[1] for line in limits if line.split("|")[0] in builds} == {"00:07:00"}
+    assert {line.split("|")[1] for line in limits if line.split("|")[0] not in builds} == {
+        "01:00:00"
+    }
     artifacts = [run.read_record() for run in find_runs(tmp_path / "store")]
     trained_by = {
         (r.stage, r.hparams.get("heads")): r.extra["slurm_job_id"]
@@ -436,4 +449,3 @@ def test_cancelled_build_cancels_only_its_dependents(
     assert "1 of 2 runs did not finish" in output
     students = {run.read_record().hparams["heads"]: run for run in find_runs(sweep_dir(tmp_path))}
     assert list(students) == [2] and students[2].is_finished()
-

@@ -1,6 +1,7 @@
 """The ``hydra/launcher=mhgd_slurm`` config, which the profiles in slurm/ extend."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
@@ -15,6 +16,9 @@ class MhgdSlurmQueueConf(SlurmQueueConf):
     max_num_timeout: int = 3
     # false: submit, say how to collect, and exit; the jobs run on (rerun the command to wait).
     wait: bool = True
+    # SLURM parameters of the jobs that build teachers and MHANs, over the runs' ones (e.g.
+    # {timeout_min: 1440} for a teacher that trains longer than a student).
+    build: dict[str, Any] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(

@@ -76,7 +76,9 @@ class MhgdSlurmLauncher(SlurmLauncher):
         except ConfigError as error:
             raise LaunchError(f"configuration error, nothing was submitted: {error}") from error
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        submission = Submission(planned, "slurm", self._executor)
+        submission = Submission(
+            planned, "slurm", self._executor, lambda name, after: self._executor(name, after, True)
+        )
         state = Singleton.get_state()
         submission.submit(
             str(self.params["name"]),
@@ -123,11 +125,14 @@ class MhgdSlurmLauncher(SlurmLauncher):
             del config["hydra"]
         return config, run_dir
 
-    def _executor(self, name: str, after: Sequence[str]) -> Any:
-        """An executor with this launcher's SLURM parameters, for jobs that wait for ``after``."""
+    def _executor(self, name: str, after: Sequence[str], build: bool = False) -> Any:
+        """An executor with this launcher's SLURM parameters (a build's own ones over them),
+        for jobs that wait for ``after``."""
         from mhgd.cluster.executors import make_executor
 
         params = {k: v for k, v in self.params.items() if v is not None}
+        if build:
+            params.update(params.get("build") or {})
         folder = params.pop("submitit_folder")
         return make_executor(folder, "slurm", {**params, "name": name}, after=after)
 

@@ -23,7 +23,7 @@ GENERIC_KEYS = frozenset(
     }
 )
 # Keys of the launcher's own that are not submitit parameters.
-LAUNCHER_ONLY = frozenset({"_target_", "submitit_folder", "wait", "runs_per_gpu"})
+LAUNCHER_ONLY = frozenset({"_target_", "submitit_folder", "wait", "build", "runs_per_gpu"})
 # submitit's local default (2 min) would kill any real run; partitions usually allow this.
 DEFAULT_TIMEOUT_MIN = 240
 

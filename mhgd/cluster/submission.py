@@ -61,10 +61,17 @@ def describe_failure(job: submitit.Job[Any], what: str, error: Exception) -> str
 class Submission:
     """One submission of a plan on one cluster."""
 
-    def __init__(self, plan: Plan, cluster: str, executor_for: ExecutorFor) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        cluster: str,
+        executor_for: ExecutorFor,
+        build_executor_for: ExecutorFor | None = None,
+    ) -> None:
         self.plan = plan
         self.cluster = cluster
         self.executor_for = executor_for
+        self.build_executor_for = build_executor_for or executor_for
         self.build_jobs: list[submitit.Job[Any]] = []
         self.run_jobs: dict[int, submitit.Job[Any]] = {}
         self._good_builds: set[int] = set()
@@ -133,7 +140,7 @@ class Submission:
                 log.info("%s: already being built by job %s", build.name, job.job_id)
             else:
                 after = [] if build.after is None else [self.build_jobs[build.after].job_id]
-                job = self.executor_for(build.name, after).submit(
+                job = self.build_executor_for(build.name, after).submit(
                     BuildArtifactsJob(build.cfg, build.run_dir)
                 )
                 write_ticket(build.ticket_path, Ticket.of(job, self.cluster))

@@ -11,12 +11,10 @@ one study without losing or duplicating trials.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mhgd.cluster.jobs import Ticket
 from mhgd.cluster.submission import ExecutorFor
 from mhgd.errors import ConfigError
+from mhgd.files import Lease
 from mhgd.sweeps.algorithms import (
     build_pruner,
     build_sampler,
@@ -87,16 +86,9 @@ def prepare_search(spec: SearchSpec) -> Search:
     return Search(spec, where, storage, base_overrides, checked.teacher_varies)
 
 
-@contextmanager
-def exclusive(lock_file: Path) -> Iterator[None]:
-    """Serialise controllers of one study (flock works across hosts on NFS too)."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def exclusive(lock_file: Path) -> AbstractContextManager[None]:
+    """Serialise controllers of one study, on any host (a lease: NFS and Lustre too)."""
+    return Lease(lock_file).held("the study's controller lock", wait=True)
 
 
 def open_study(search: Search, *, create: bool = True) -> optuna.Study:
