@@ -449,3 +449,42 @@ def test_cancelled_build_cancels_only_its_dependents(
     assert "1 of 2 runs did not finish" in output
     students = {run.read_record().hparams["heads"]: run for run in find_runs(sweep_dir(tmp_path))}
     assert list(students) == [2] and students[2].is_finished()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_runs_packed_two_per_job_match_unpacked_runs_and_resume_after_requeue(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """A 2x2 grid, two runs per job: four records, the same metrics as one run per job, and a
+    requeue of a packed job mid-training resumes both of its runs."""
+    grid = ("method=none", "optim.weight_decay=0.0005,0.001", "seed=0,1")
+    packed_opts = ("hydra.launcher.runs_per_gpu=2", "hydra.launcher.cpus_per_task=2")
+    for base in ("packed", "unpacked"):
+        (tmp_path / base).mkdir()
+    packed = start_sweep(tmp_path / "packed", *grid, *packed_opts, epochs=4)
+    unpacked = start_sweep(tmp_path / "unpacked", *grid, epochs=4)
+    where = sweep_dir(tmp_path / "packed")
+    wait_for_run(packed, where, trained(1), "trained an epoch")
+    jobs = job_ids(where)
+    assert len(jobs) == 2  # four runs in two jobs
+    subprocess.run(["scontrol", "requeue", jobs[0]], check=True, timeout=30)
+    for sweep, base in ((packed, tmp_path / "packed"), (unpacked, tmp_path / "unpacked")):
+        output = finish(sweep, sweep_dir(base))
+        assert sweep.returncode == 0, output[-3000:]
+
+    def by_setting(base: Path) -> dict[tuple[float, int], RunDir]:
+        return {
+            (run.read_config()["optim"]["weight_decay"], run.read_record().seed): run
+            for run in find_runs(sweep_dir(base))
+        }
+
+    packed_runs, unpacked_runs = by_setting(tmp_path / "packed"), by_setting(tmp_path / "unpacked")
+    assert len(packed_runs) == 4 and packed_runs.keys() == unpacked_runs.keys()
+    for setting, run in packed_runs.items():
+        assert run.is_finished()
+        assert scores(run.path) == scores(unpacked_runs[setting].path), setting
+        assert run.read_record().extra["slurm_job_id"] in jobs
+    resumed = [run for run in packed_runs.values() if len(run.read_attempts()) == 2]
+    assert len(resumed) == 2  # both runs of the requeued job, each resumed once
+    assert {run.read_record().extra["slurm_job_id"] for run in resumed} == {jobs[0]}

@@ -19,6 +19,8 @@ class MhgdSlurmQueueConf(SlurmQueueConf):
     # SLURM parameters of the jobs that build teachers and MHANs, over the runs' ones (e.g.
     # {timeout_min: 1440} for a teacher that trains longer than a student).
     build: dict[str, Any] = field(default_factory=dict)
+    # Runs trained side by side in one job on its GPU (each its own process, record, W&B run).
+    runs_per_gpu: int = 1
 
 
 ConfigStore.instance().store(

@@ -92,6 +92,7 @@ class MhgdSlurmLauncher(SlurmLauncher):
                     state,
                 ),
             ),
+            runs_per_job=int(self.params.get("runs_per_gpu") or 1),
         )
         log.info("%s", submission.summary())
         log.info("SLURM logs: %s", Path(str(self.params["submitit_folder"])).parent)

@@ -87,11 +87,17 @@ class Ticket:
     folder: str
     host: str
     submitted: float = 0.0
+    slot: int | None = None  # the run's place in a job that trains several (PackedRuns)
 
     @classmethod
-    def of(cls, job: submitit.Job[Any], cluster: str) -> Ticket:
+    def of(cls, job: submitit.Job[Any], cluster: str, slot: int | None = None) -> Ticket:
         return cls(
-            cluster, str(job.job_id), str(job.paths.folder), socket.gethostname(), time.time()
+            cluster,
+            str(job.job_id),
+            str(job.paths.folder),
+            socket.gethostname(),
+            time.time(),
+            slot,
         )
 
     def job(self) -> submitit.Job[Any]:

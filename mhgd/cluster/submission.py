@@ -20,7 +20,9 @@ import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
 
 from mhgd.cluster.jobs import BuildArtifactsJob, Ticket, write_ticket
+from mhgd.cluster.packing import PackedRuns
 from mhgd.cluster.planning import Plan
+from mhgd.records import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +76,30 @@ class Submission:
         self.build_executor_for = build_executor_for or executor_for
         self.build_jobs: list[submitit.Job[Any]] = []
         self.run_jobs: dict[int, submitit.Job[Any]] = {}
+        self.slots: dict[int, int | None] = {}  # a run's place in a packed job
         self._good_builds: set[int] = set()
 
-    def submit(self, name: str, call_for: CallFor) -> None:
-        """Submit what the plan lacks; attach to the live jobs of earlier commands."""
+    def submit(self, name: str, call_for: CallFor, runs_per_job: int = 1) -> None:
+        """Submit what the plan lacks; attach to the live jobs of earlier commands.
+
+        ``runs_per_job`` > 1 packs that many runs (of the same builds) into each job.
+        """
         self._attach_runs()
         self.submit_builds()
         for builds, indices in self.plan.groups().items():
             after = [self.build_jobs[b].job_id for b in builds]
+            packs = [indices[i : i + runs_per_job] for i in range(0, len(indices), runs_per_job)]
             executor = self.executor_for(name, after)
             with executor.batch():
-                jobs = [executor.submit(fn, *args) for fn, args in map(call_for, indices)]
-            for index, job in zip(indices, jobs, strict=True):
-                self._submitted(index, job)
+                jobs = [
+                    executor.submit(PackedRuns([call_for(i) for i in pack]))
+                    if runs_per_job > 1
+                    else executor.submit(call_for(pack[0])[0], *call_for(pack[0])[1])
+                    for pack in packs
+                ]
+            for pack, job in zip(packs, jobs, strict=True):
+                for slot, index in enumerate(pack):
+                    self._submitted(index, job, slot if runs_per_job > 1 else None)
 
     def run_locally(self, name: str, call_for: CallFor, parallel: int) -> list[Outcome]:
         """The same as local processes, which know no dependencies: each build's wave first,
@@ -123,13 +136,15 @@ class Submission:
         for index, run in enumerate(self.plan.runs):
             if run.live is not None:
                 self.run_jobs[index] = run.live.job()
+                self.slots[index] = run.live.slot
                 log.info(
                     "%s: already submitted as job %s, waiting for it", run.run_dir, run.live.job_id
                 )
 
-    def _submitted(self, index: int, job: submitit.Job[Any]) -> None:
+    def _submitted(self, index: int, job: submitit.Job[Any], slot: int | None = None) -> None:
         self.run_jobs[index] = job
-        write_ticket(self.plan.runs[index].ticket_path, Ticket.of(job, self.cluster))
+        self.slots[index] = slot
+        write_ticket(self.plan.runs[index].ticket_path, Ticket.of(job, self.cluster, slot))
         log.info("job %s -> %s", job.job_id, self.plan.runs[index].run_dir)
 
     def submit_builds(self) -> None:
@@ -180,13 +195,18 @@ class Submission:
     def _collect(
         self, kind: str, index: int, job: submitit.Job[Any], outcomes: list[Outcome]
     ) -> None:
+        slot = self.slots.get(index) if kind == "run" else None
         try:
             value = job.result()
         except (FailedJobError, UncompletedJobError) as error:
-            self._failed(kind, index, job, error, outcomes)
+            own = RunDir(self.plan.runs[index].run_dir).read_result() if slot is not None else None
+            if own is not None and own.status == "finished":
+                outcomes[index].value = own  # another run of its packed job failed, not it
+            else:
+                self._failed(kind, index, job, error, outcomes)
             return
         if kind == "run":
-            outcomes[index].value = value
+            outcomes[index].value = value if slot is None else value[slot]
         else:
             self._good_builds.add(index)
 
