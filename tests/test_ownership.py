@@ -115,3 +115,17 @@ def test_a_live_lease_names_its_owner_and_a_dead_one_is_taken_over(tmp_path: Pat
     with Lease(slot).held("x", wait=False):
         assert Lease(slot).owner()["pid"] == os.getpid()
     assert time.monotonic() - start < LEASE_S
+
+
+def test_a_diverging_teacher_fails_is_not_cached_and_starts_no_student(tmp_path: Path) -> None:
+    diverge = ("method=soft_logits", "schedule.lr=1e6")
+    with pytest.raises(ConfigError, match="diverged"):
+        _train(tmp_path, "student", *diverge)
+    (teacher,) = (r for r in find_runs(tmp_path / "store") if r.read_record().stage == "teacher")
+    assert teacher.read_result().status == "failed"
+    assert "diverged" in teacher.read_result().error
+    assert _attempts(tmp_path) == []  # no student started
+    # Asked again, the failed teacher is neither handed on nor retrained behind the user's back.
+    with pytest.raises(ConfigError, match="needs failed"):
+        _train(tmp_path, "other", *diverge, "seed=1")
+    assert len(teacher.read_attempts()) == 1

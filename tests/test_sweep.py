@@ -219,22 +219,23 @@ def test_local_search_completes_and_trains_each_artifact_once(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_median_pruner_prunes_a_trial_that_cannot_learn(tmp_path: Path) -> None:
-    # The random sampler with seed 0 draws lr 1e-6, 0.05, 1e-6: the second 1e-6 trial is far
-    # below the median of the first two after its second epoch.
+    # The random sampler with seed 1 draws lr 1e-6, 0.05, 2e-6: the 2e-6 trial is far below
+    # the median of the first two after its second epoch. (A repeated value would not train
+    # again: the same identity reuses the finished run.)
     sweep_file = write_sweep(
         tmp_path / "prune.yaml",
         study="prune",
         base=student_alone(tmp_path, epochs=3),
         trials=3,
-        sampler={"name": "random", "seed": 0},
+        sampler={"name": "random", "seed": 1},
         pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 2},
-        params={"schedule.lr": {"type": "categorical", "choices": [0.05, 1e-6]}},
+        params={"schedule.lr": {"type": "categorical", "choices": [0.05, 1e-6, 2e-6]}},
     )
 
     assert main([str(sweep_file)]) == 0
 
     trials = load_trials(tmp_path / "outputs", "prune")
-    assert [t.params["schedule.lr"] for t in trials] == [1e-6, 0.05, 1e-6]
+    assert [t.params["schedule.lr"] for t in trials] == [1e-6, 0.05, 2e-6]
     assert [t.state for t in trials] == [
         TrialState.COMPLETE,
         TrialState.COMPLETE,
