@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from mhgd.config import check
 from mhgd.data import DATASETS, Batches, DataSpec, ImageSet, load_dataset
 from mhgd.engine.checkpoint import load_checkpoint
 from mhgd.engine.loop import FitOutcome, LoopSettings, TrainingTask, fit
@@ -89,6 +90,7 @@ def _model(cfg_model: Any, spec: DataSpec) -> SensedModel:
 
 def validate(cfg: DictConfig) -> None:
     """Everything that can be checked from the config, before data or training cost anything."""
+    check(cfg, lambda name: method_class(name).Config)
     if cfg.dataset.name not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.dataset.name!r}: choose one of {sorted(DATASETS)}")
     spec = DATASETS[cfg.dataset.name].spec

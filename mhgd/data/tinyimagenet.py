@@ -19,13 +19,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mhgd.data.imageset import ImageSet
+from mhgd.data.imageset import DataSpec, ImageSet
+from mhgd.data.registry import register_dataset
 
 FOLDER = "tiny-imagenet-200"
 IMAGE_SIZE = 64
 ARCHIVE_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
 
+@register_dataset(DataSpec("tinyimagenet", num_classes=200, image_size=64, pad=8), 10_000)
 def load_tinyimagenet(root: str | Path, *, download: bool = False) -> tuple[ImageSet, ImageSet]:
     """Return (training set, labelled validation set) from ``root/tiny-imagenet-200``.
 
