@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from mhgd.config import check
 from mhgd.data import DATASETS, Batches, DataSpec, ImageSet, load_dataset
-from mhgd.engine.checkpoint import load_checkpoint
+from mhgd.engine.checkpoint import CheckpointError, load_checkpoint
 from mhgd.engine.loop import FitOutcome, LoopSettings, TrainingTask, fit
 from mhgd.engine.preemption import Preempted, StopRequest
 from mhgd.engine.tasks import ClassifierTask
@@ -320,7 +320,13 @@ def trained_teacher(ctx: Context) -> tuple[SensedModel, str]:
     model = _model(ctx.cfg.teacher, ctx.spec).to(ctx.device)
     if ctx.cfg.teacher_checkpoint:
         source = checkpoint_file(ctx.cfg.teacher_checkpoint)
-        state = load_checkpoint(source)["task"]["model"]
+        try:
+            state = load_checkpoint(source)["task"]["model"]
+        except (CheckpointError, KeyError) as exc:
+            raise ConfigError(
+                f"teacher_checkpoint={source} is not a teacher checkpoint of mhgd-train "
+                f"({type(exc.__cause__ or exc).__name__})"
+            ) from None
     else:
         spec = teacher_spec(ctx.cfg, int(ctx.cfg.teacher_seed))
         with artifact_lock(spec.run_dir):

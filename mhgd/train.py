@@ -57,6 +57,7 @@ def _newest_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from mhgd.cluster import slurm_job_record
+    from mhgd.engine.checkpoint import CheckpointError
     from mhgd.engine.preemption import Preempted
     from mhgd.pipeline import run
 
@@ -65,6 +66,8 @@ def main(cfg: DictConfig) -> float | None:
         result = run(cfg, run_dir, extra_record=slurm_job_record())
     except ConfigError as exc:
         fail(f"configuration error: {exc}")
+    except CheckpointError as exc:  # a run's own checkpoint, damaged: the message says what to do
+        fail(" ".join(str(exc).split()))
     except Preempted as exc:
         if _under_submitit():
             raise
@@ -86,12 +89,16 @@ def main(cfg: DictConfig) -> float | None:
 def _job_overrides(config: DictConfig) -> list[list[str]]:
     """Every job's overrides of a multirun, as the sweeper will launch them."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
-    arguments += list(config.hydra.overrides.task)
-    parsed = OverridesParser.create().parse_overrides(arguments)
+    arguments += list(config.hydra.overrides.task)  # after the params: the command line wins
+    loader = (
+        GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+    )
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
@@ -129,15 +136,27 @@ def mask_hydra_files(output_dir: Path) -> None:
             OmegaConf.save(OmegaConf.create(masked), path)
 
 
+def _check_writable(folder: Path) -> None:
+    """Hydra creates the output folder itself, with a traceback when it cannot: check first."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create the output folder {folder}: {exc.strerror} (set paths.outputs)")
+
+
 class TrainCallbacks(Callback):
     """Hydra hooks of mhgd-train (``hydra.callbacks`` in conf/train.yaml): check every job of a
     multirun before any is launched, and keep secrets out of the files Hydra writes."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(Path(str(config.hydra.run.dir)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             count = check_multirun(config)
         except ConfigError as exc:
             fail(f"configuration error, nothing was launched: {exc}")
+        _check_writable(Path(str(config.hydra.sweep.dir)))
         log.info("checked the configs of all %d jobs", count)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:

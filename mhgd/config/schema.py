@@ -219,8 +219,21 @@ def _check_fields(node: Any, prefix: str) -> None:
             raise ConfigError(f"{key}={value}: must match {pattern}")
 
 
+def _check_nesting(schema: type, values: Mapping[str, Any], prefix: str) -> None:
+    """A section where a group of keys belongs (``optim=nope``) is refused by name."""
+    hints = typing.get_type_hints(schema)
+    for key, value in values.items():
+        tp = hints.get(key)
+        if not dataclasses.is_dataclass(tp):
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{prefix}{key}={_show(value)}: must be a section of keys")
+        _check_nesting(tp, value, f"{prefix}{key}.")
+
+
 def check_section(schema: type, values: Mapping[str, Any], prefix: str) -> Any:
     """``values`` (a plain mapping) held to ``schema``; returns the typed, merged object."""
+    _check_nesting(schema, values, prefix)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), values)
         typed = OmegaConf.to_object(merged)
