@@ -65,6 +65,13 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file here: 0666 less the process's umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     """A temporary file beside ``path``, fsynced and renamed over it when the block succeeds.
@@ -74,6 +81,7 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, file_mode())  # mkstemp makes 0600: a store shared by a group must be readable
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -157,7 +165,7 @@ class RunDir:
             yaml.safe_dump(redact(resolved), handle, sort_keys=False)
 
     def write_record(self, record: RunRecord) -> None:
-        write_json_atomic(self.file(RECORD_FILE), asdict(record))
+        write_json_atomic(self.file(RECORD_FILE), redact(asdict(record)))
 
     def write_result(self, result: RunResult) -> None:
         write_json_atomic(self.file(RESULT_FILE), asdict(result))

@@ -24,7 +24,10 @@ REDACTED = "***"
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.I)
 # scheme://user:PASSWORD@host: the password runs to the last '@' of the line, so '@', '/',
 # ':' or spaces inside it are masked too (at worst a little more than the password is).
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^\n]*)@")
+# Hydra escapes ':' and spaces in overrides (``postgresql\://u\:pw@h``): the '\' are allowed.
+_URL_PASSWORD = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*\\?://[^:/@\s\\]*\\?:)(?P<pw>[^\n]*)@"
+)
 _QUERY_SECRET = re.compile(
     r"(?P<head>[?&;](?:[\w-]*(?:password|passwd|pwd|token|secret|api[_-]?key)[\w-]*)=)"
     r"(?P<value>[^&#\s,]*)",

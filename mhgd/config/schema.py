@@ -245,13 +245,13 @@ def check_section(schema: type, values: Mapping[str, Any], prefix: str) -> Any:
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain containers, without Hydra's node."""
+    job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     try:
-        tree = OmegaConf.to_container(cfg, resolve=True)
+        tree = OmegaConf.to_container(job, resolve=True)
     except OmegaConfBaseException as exc:
         key = exc.full_key or exc.key or "?"
         raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
     assert isinstance(tree, dict)
-    tree.pop("hydra", None)
     return tree
 
 
