@@ -191,8 +191,10 @@ def run_stage(
 
     run.write_config({**plain(ctx.cfg), "stage": spec.stage, "seed": spec.seed})
     run.write_record(record)
-    name = f"{spec.stage}-{record.cell_id}-s{spec.seed}"
-    tracker = Tracker.start(ctx.cfg.logger, spec.run_dir, record, spec.identity, name)
+    tracker = Tracker.start(plain(ctx.cfg), spec.run_dir, record, spec.identity)
+    record.extra["wandb"] = tracker.status  # the record says whether W&B logged, where, or why not
+    run.write_record(record)
+    tracker.use_artifacts(record.artifacts)
     started = time.time()
     elapsed_before = previous.wall_time_s if previous else 0.0
 
@@ -263,6 +265,7 @@ def run_stage(
     final = result("finished", outcome)
     run.write_result(final)
     tracker.log_summary(final)
+    tracker.log_checkpoint(record, checkpoint)
     tracker.finish()
     log.info(
         "%s %s finished: last %s %.2f, best %.2f (epoch %s) -> %s",
@@ -371,7 +374,9 @@ def train_student(
             continue
         pre = pre_stage_spec(cfg, stage, spec.key, run_dir)
         with artifact_lock(pre.run_dir) if stage.shared else nullcontext():
-            _, task = run_stage(pre, ctx, lambda s=stage: distiller.pre_stage_task(s))
+            _, task = run_stage(
+                pre, ctx, lambda s=stage: distiller.pre_stage_task(s), dict(artifacts)
+            )
         distiller.load_pre_stage(stage, task.state_dict())
         artifacts[stage.name] = str(pre.run_dir)
     if prerequisites_only:

@@ -222,7 +222,11 @@ def test_local_search_completes_and_trains_each_artifact_once(tmp_path: Path) ->
     for trial in trials:
         run = RunDir(trial.user_attrs["run_dir"])
         record, result = run.read_record(), run.read_result()
-        assert record.extra == {"study": "mhgd", "trial": trial.number, "sweep_phase": "tune"}
+        assert {k: record.extra[k] for k in ("study", "trial", "sweep_phase")} == {
+            "study": "mhgd",
+            "trial": trial.number,
+            "sweep_phase": "tune",
+        }
         assert {"tune", "study:mhgd", f"trial:{trial.number}"} <= set(record.tags)
         assert record.hparams["heads"] == trial.params["method.heads"]
         assert run.read_config()["dataset"]["split"] == "tune"
