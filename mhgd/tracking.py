@@ -21,13 +21,15 @@ import logging
 import os
 import platform
 import socket
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from mhgd.records import RunDir, RunRecord, RunResult, stable_hash
-from mhgd.secrets import redact
+from mhgd.secrets import mask_text, redact
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ def group_name(experiment: str, record: RunRecord) -> str:
     """Experiment and cell: every seed of one setting lands in one readable group."""
     models = f"{record.teacher}->{record.model}" if record.teacher else record.model
     label = " ".join([record.stage, models, record.method, *_hparams(record)])
-    group = f"{experiment}/{label} [{record.cell_id[:6]}]"
+    group = mask_text(f"{experiment}/{label} [{record.cell_id[:6]}]")
     return group if len(group) <= 128 else f"{group[:119]} [{record.cell_id[:6]}]"
 
 
@@ -144,6 +146,69 @@ def _input_artifact(path: str) -> Any | None:
     return _checkpoint_artifact("checkpoint", stable_hash(str(checkpoint.resolve())), checkpoint)
 
 
+def _init(
+    wandb: Any,
+    cfg: Mapping[str, Any],
+    logger_cfg: Mapping[str, Any],
+    run_dir: Path,
+    record: RunRecord,
+    identity: Mapping[str, Any],
+    mode: str,
+) -> Any:
+    """``wandb.init`` for a stage run: names, group, tags, config and settings."""
+    timeout = float(logger_cfg.get("init_timeout_s", DEFAULT_INIT_TIMEOUT_S))
+    return wandb.init(
+        project=logger_cfg.get("project") or "mhgd",
+        entity=logger_cfg.get("entity") or None,
+        dir=str(run_dir),
+        id=record.wandb_id,
+        name=run_name(record),
+        group=group_name(str(cfg.get("name", "default")), record),
+        job_type=record.stage,
+        tags=[mask_text(tag) for tag in record.tags],
+        config=redact(
+            {
+                **dict(identity),
+                "runtime": runtime_settings(cfg),
+                "job": dict(cfg),
+                "run": {
+                    "cell_id": record.cell_id,
+                    "seed": record.seed,
+                    "stage": record.stage,
+                    "role": record.role,
+                    "method": record.method,
+                    "dataset": record.dataset,
+                    "model": record.model,
+                    "teacher": record.teacher,
+                    "artifact_key": record.artifact_key,
+                    **record.hparams,
+                    **record.extra,  # e.g. the sweep's study and trial, the SLURM job
+                },
+            }
+        ),
+        mode=mode,
+        resume="allow",
+        reinit="finish_previous",
+        settings=wandb.Settings(
+            silent=True,
+            init_timeout=timeout,
+            x_disable_stats=not logger_cfg.get("system_metrics", True),
+            console="auto" if logger_cfg.get("console", True) else "off",
+        ),
+    )
+
+
+@contextmanager
+def _masked_argv() -> Iterator[None]:
+    """W&B records the command line (``sys.argv``) in the run's metadata at init: mask it."""
+    original = sys.argv
+    sys.argv = [original[0], *(mask_text(arg) for arg in original[1:])]
+    try:
+        yield
+    finally:
+        sys.argv = original
+
+
 class Tracker:
     """One W&B run per stage run, resumed under the same id when the stage resumes.
 
@@ -175,49 +240,11 @@ class Tracker:
             return cls(None, {"mode": "disabled", "reason": "logger.mode/WANDB_MODE"})
         if _off_reason is not None:
             return cls(None, {"mode": "off", "reason": _off_reason})
-        timeout = float(logger_cfg.get("init_timeout_s", DEFAULT_INIT_TIMEOUT_S))
         try:
             import wandb
 
-            run = wandb.init(
-                project=logger_cfg.get("project") or "mhgd",
-                entity=logger_cfg.get("entity") or None,
-                dir=str(run_dir),
-                id=record.wandb_id,
-                name=run_name(record),
-                group=group_name(str(cfg.get("name", "default")), record),
-                job_type=record.stage,
-                tags=list(record.tags),
-                config=redact(
-                    {
-                        **dict(identity),
-                        "runtime": runtime_settings(cfg),
-                        "job": dict(cfg),
-                        "run": {
-                            "cell_id": record.cell_id,
-                            "seed": record.seed,
-                            "stage": record.stage,
-                            "role": record.role,
-                            "method": record.method,
-                            "dataset": record.dataset,
-                            "model": record.model,
-                            "teacher": record.teacher,
-                            "artifact_key": record.artifact_key,
-                            **record.hparams,
-                            **record.extra,  # e.g. the sweep's study and trial, the SLURM job
-                        },
-                    }
-                ),
-                mode=mode,
-                resume="allow",
-                reinit="finish_previous",
-                settings=wandb.Settings(
-                    silent=True,
-                    init_timeout=timeout,
-                    x_disable_stats=not logger_cfg.get("system_metrics", True),
-                    console="auto" if logger_cfg.get("console", True) else "off",
-                ),
-            )
+            with _masked_argv():
+                run = _init(wandb, cfg, logger_cfg, run_dir, record, identity, mode)
             for metric in ("score", "eval/top1", "eval/cos"):
                 run.define_metric(metric, step_metric="epoch", summary="max,last")
         except Exception as exc:  # a W&B failure must never kill training

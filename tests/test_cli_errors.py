@@ -4,8 +4,10 @@ trained, for single runs and for every job of a multirun before the first is lau
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,39 @@ def test_a_multirun_of_an_experiment_grid_checks_the_grid(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "job 0 (method.heads=0 seed=0" in one_line(result)
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2], ids=["TERM", "USR2"])
+def test_a_local_stop_signal_ends_with_one_line_naming_the_checkpoint(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    env = dict(
+        os.environ,
+        MHGD_OUTPUTS=str(tmp_path / "outputs"),
+        MHGD_STORE=str(tmp_path / "store"),
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    command = [sys.executable, "-m", "mhgd.train", "debug=tiny", "stage=teacher"]
+    process = subprocess.Popen(
+        [*command, "schedule.epochs=400", "schedule.milestones=[]"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.rglob("metrics.jsonl")):  # training has started
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 128 + signum
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr
+    [checkpoint] = tmp_path.rglob("checkpoint.pt")
+    assert lines[-1] == (
+        f"mhgd-train: stopped by {signum.name}; resume from checkpoint {checkpoint} by running "
+        "the same command again"
+    )
