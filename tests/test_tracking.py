@@ -129,7 +129,7 @@ def test_system_metrics_can_be_switched_off(tmp_path: Path) -> None:
     cfg = compose_config(
         *tiny(tmp_path, "stage=teacher", epochs=1),
         "logger.mode=offline",
-        "+logger.system_metrics=false",
+        "logger.system_metrics=false",
     )
     run(cfg, tmp_path / "teacher")
     [records] = offline_records(tmp_path / "teacher")
@@ -170,7 +170,7 @@ def test_a_hanging_server_costs_one_short_wait_and_the_record_says_why(
     monkeypatch.setenv("WANDB_BASE_URL", hanging_server)
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     overrides = tiny(tmp_path, "method=mhgd", "method.heads=2", "method.mhan.epochs=1", epochs=1)
-    cfg = compose_config(*overrides, "logger.mode=online", "+logger.init_timeout_s=2")
+    cfg = compose_config(*overrides, "logger.mode=online", "logger.init_timeout_s=2")
 
     started = time.monotonic()
     result = run(cfg, tmp_path / "student")
