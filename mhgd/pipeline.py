@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from mhgd.config import check
 from mhgd.data import DATASETS, DataSpec, load_dataset
-from mhgd.engine.checkpoint import load_checkpoint
+from mhgd.engine.checkpoint import CheckpointError, load_checkpoint
 from mhgd.engine.loop import TrainingTask
 from mhgd.engine.tasks import ClassifierTask
 from mhgd.errors import ConfigError
@@ -67,6 +68,7 @@ def _model(cfg_model: Any, spec: DataSpec) -> SensedModel:
 
 def validate(cfg: DictConfig) -> None:
     """Everything that can be checked from the config, before data or training cost anything."""
+    check(cfg, lambda name: method_class(name).Config)
     if cfg.dataset.name not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.dataset.name!r}: choose one of {sorted(DATASETS)}")
     spec = DATASETS[cfg.dataset.name].spec
@@ -138,7 +140,13 @@ def trained_teacher(ctx: Context) -> tuple[SensedModel, str]:
     model = _model(ctx.cfg.teacher, ctx.spec).to(ctx.device)
     if ctx.cfg.teacher_checkpoint:
         source = checkpoint_file(ctx.cfg.teacher_checkpoint)
-        state = load_checkpoint(source)["task"]["model"]
+        try:
+            state = load_checkpoint(source)["task"]["model"]
+        except (CheckpointError, KeyError) as exc:
+            raise ConfigError(
+                f"teacher_checkpoint={source} is not a teacher checkpoint of mhgd-train "
+                f"({type(exc.__cause__ or exc).__name__})"
+            ) from None
     else:
         spec = teacher_spec(ctx.cfg, int(ctx.cfg.teacher_seed))
         _, task = run_owned(spec, ctx, lambda: _classifier_task(ctx, ctx.cfg.teacher))
@@ -185,6 +193,7 @@ def train_student(
             lambda s=stage: method(teacher, shape_only, method_cfg)
             .to(ctx.device)
             .pre_stage_task(s),
+            dict(artifacts),
         )
         trained[stage.name] = task.state_dict()
         artifacts[stage.name] = str(pre.run_dir)
@@ -200,7 +209,9 @@ def train_student(
                 distiller.load_pre_stage(stage, trained[stage.name])
                 continue
             pre = pre_stage_spec(cfg, stage, spec.key, placed.run_dir)
-            _, task = StageRun(pre, ctx).execute(lambda s=stage: distiller.pre_stage_task(s))
+            _, task = StageRun(pre, ctx).execute(
+                lambda s=stage: distiller.pre_stage_task(s), dict(artifacts)
+            )
             distiller.load_pre_stage(stage, task.state_dict())
             artifacts[stage.name] = str(pre.run_dir)
 

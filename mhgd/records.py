@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mhgd.files import atomic_file, strict_json, write_json_atomic
+from mhgd.secrets import REDACTED, redact  # noqa: F401  (REDACTED: re-exported for readers)
 
 SCHEMA = 2  # 2: the record carries its identity
 CONFIG_FILE = "config.yaml"
@@ -34,39 +33,6 @@ ERROR_FILE = "error.txt"
 ATTEMPTS_FILE = "attempts.jsonl"
 
 STATUSES = ("running", "finished", "failed", "preempted", "pruned")
-
-_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd)", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)(?P<pw>[^@/\s]+)@")
-REDACTED = "***"
-
-
-def _environment_secrets() -> list[str]:
-    """Values of environment variables whose names say they are secret (WANDB_API_KEY, ...)."""
-    return [v for k, v in os.environ.items() if _SECRET_KEY.search(k) and len(v) >= 6]
-
-
-def redact(value: Any, secrets: list[str] | None = None) -> Any:
-    """Copy of a config tree with secrets masked: values under keys that name a secret,
-    passwords inside URLs, and the value of any secret environment variable wherever it
-    appears (e.g. interpolated with ${oc.env:...} under an innocent key)."""
-    secrets = _environment_secrets() if secrets is None else secrets
-    if isinstance(value, Mapping):
-        return {
-            k: (
-                REDACTED
-                if _SECRET_KEY.search(str(k)) and v not in (None, "")
-                else redact(v, secrets)
-            )
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v, secrets) for v in value]
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-        return _URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}@", value)
-    return value
-
 
 def stable_hash(payload: Any, length: int = 12) -> str:
     """A short hash of a JSON-able tree that ignores key order."""
@@ -175,7 +141,7 @@ class RunDir:
             yaml.safe_dump(redact(resolved), handle, sort_keys=False)
 
     def write_record(self, record: RunRecord) -> None:
-        write_json_atomic(self.file(RECORD_FILE), asdict(record))
+        write_json_atomic(self.file(RECORD_FILE), redact(asdict(record)))
 
     def write_result(self, result: RunResult) -> None:
         write_json_atomic(self.file(RESULT_FILE), asdict(result))

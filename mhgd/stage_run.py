@@ -111,13 +111,10 @@ class StageRun:
         run.write_config({**plain(ctx.cfg), "stage": spec.stage, "seed": spec.seed})
         run.write_record(record)
         run.add_attempt({**this_process(), "epochs_done": previous.epochs_done if previous else 0})
-        tracker = Tracker.start(
-            ctx.cfg.logger,
-            spec.run_dir,
-            record,
-            spec.identity,
-            f"{spec.stage}-{record.cell_id}-s{spec.seed}",
-        )
+        tracker = Tracker.start(plain(ctx.cfg), spec.run_dir, record, spec.identity)
+        record.extra["wandb"] = tracker.status  # whether W&B logged, where, or why not
+        run.write_record(record)
+        tracker.use_artifacts(record.artifacts)
         started = time.time()
         elapsed_before = previous.wall_time_s if previous else 0.0
 
@@ -191,7 +188,10 @@ class StageRun:
                 raise
         run.write_metrics(outcome.history)
         final = result("finished", outcome)
-        end(final, exit_code=0)
+        run.write_result(final)
+        tracker.log_summary(final)
+        tracker.log_checkpoint(record, checkpoint)
+        tracker.finish()
         log.info(
             "%s %s finished: last %s %.2f, best %.2f (epoch %s) -> %s",
             spec.role,

@@ -1,8 +1,9 @@
-"""mhgd-sweep: Optuna searches and grids over MHGD's knobs, as SLURM jobs or local processes.
+"""mhgd-sweep: Optuna searches over MHGD's knobs, as SLURM jobs or local processes.
 
     mhgd-sweep sweeps/tiny_digits.yaml           # run the study; rerun the same command to resume
     mhgd-sweep sweeps/tiny_digits.yaml confirm   # the best settings x confirm seeds, test set
-    mhgd-sweep sweeps/table4_heads.yaml          # a grid file: one job array, no sampler
+
+A plain grid (Table 4) is not a sweep: ``mhgd-train -m experiment=table4/vgg_heads``.
 
 Watch a study with Optuna's own tools: ``optuna-dashboard <storage>`` (pip install it), or
 ``optuna trials --study-name <study> --storage <storage>``.
@@ -20,10 +21,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mhgd.errors import ConfigError
 from mhgd.sweeps.algorithms import describe_storage
-from mhgd.sweeps.arrays import run_confirm, run_grid
+from mhgd.sweeps.arrays import run_confirm
 from mhgd.sweeps.controller import Search, SweepAborted, prepare_search, run_search
 from mhgd.sweeps.space import overrides_for
-from mhgd.sweeps.spec import GridSpec, load_spec
+from mhgd.sweeps.spec import load_spec
 
 log = logging.getLogger("mhgd.sweep")
 
@@ -38,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         default="run",
         choices=("run", "confirm"),
-        help="run (or resume) the search or grid; confirm: rerun the best settings",
+        help="run (or resume) the search; confirm: rerun the best settings",
     )
     parser.add_argument("--top-k", type=int, help="how many settings confirm reruns")
     return parser
@@ -74,10 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         spec = load_spec(args.file)
-        if isinstance(spec, GridSpec):
-            if args.action == "confirm":
-                raise ConfigError(f"{args.file} is a grid: its runs already use all their seeds")
-            return 0 if run_grid(spec) else 1
         search = prepare_search(spec)
         if args.action == "confirm":
             top_k = args.top_k or spec.confirm.top_k

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mhgd.sweeps.configs import compose
+from mhgd.config import compose
 
 
 def compose_config(*overrides: str) -> DictConfig:

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from hydra.errors import MissingConfigException
 
+from mhgd.config import CONF_DIR, MAX_DIRNAME, dirname
 from mhgd.errors import ConfigError
 from mhgd.methods import require_same_channels
 from mhgd.models import build_model
 from mhgd.pipeline import prepare, validate
-from mhgd.sweeps.configs import CONF_DIR
 from tests.helpers import compose_config
 
 EXPERIMENTS = sorted(
@@ -47,7 +47,7 @@ def test_unknown_model_group_option_lists_the_choices() -> None:
 def test_unknown_method_and_stage_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="unknown method 'nope'"):
         validate(compose_config("method.name=nope"))
-    with pytest.raises(ConfigError, match="stage='mentor'"):
+    with pytest.raises(ConfigError, match="stage=mentor: choose one of teacher, student"):
         validate(compose_config("stage=mentor"))
 
 
@@ -73,11 +73,9 @@ def test_channel_mismatch_names_both_channel_lists() -> None:
 
 
 def test_run_folder_names_are_stable_and_short() -> None:
-    from mhgd.train import MAX_DIRNAME, _dirname
-
-    assert _dirname("") == "default"
-    assert _dirname("seed=1,teacher_checkpoint=/a/b") == "seed=1,teacher_checkpoint=_a_b"
+    assert dirname("") == "default"
+    assert dirname("seed=1,teacher_checkpoint=/a/b") == "seed=1,teacher_checkpoint=_a_b"
     long = ",".join(f"key{i}=value{i}" for i in range(40))
-    assert len(_dirname(long)) == MAX_DIRNAME
-    assert _dirname(long) == _dirname(long)
-    assert _dirname(long) != _dirname(long + ",one=more")
+    assert len(dirname(long)) == MAX_DIRNAME
+    assert dirname(long) == dirname(long)
+    assert dirname(long) != dirname(long + ",one=more")

@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mhgd.data.imageset import ImageSet
+from mhgd.data.imageset import DataSpec, ImageSet
+from mhgd.data.registry import register_dataset
 
 FOLDER = "cifar-100-python"
 IMAGE_SIZE = 32
 
 
+@register_dataset(DataSpec("cifar100", num_classes=100, image_size=32, pad=4), 5_000)
 def load_cifar100(root: str | Path, *, download: bool = False) -> tuple[ImageSet, ImageSet]:
     """Return (training set, test set) from ``root/cifar-100-python/{train,test}``."""
     folder = Path(root) / FOLDER

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mhgd.data.imageset import ImageSet
+from mhgd.data.imageset import DataSpec, ImageSet
+from mhgd.data.registry import register_dataset
 from mhgd.data.split import stratified_holdout
 
 IMAGE_SIZE = 32
@@ -21,6 +22,7 @@ TEST_SIZE = 360
 _MAX_VALUE = 16
 
 
+@register_dataset(DataSpec("digits", num_classes=10, image_size=32, pad=4), 290)
 def load_digits_set(root: str | Path, *, download: bool = False) -> tuple[ImageSet, ImageSet]:
     """Return a fixed stratified (training, test) split: 1437 / 360 images.
 

@@ -6,11 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mhgd.data.cifar import load_cifar100
-from mhgd.data.digits import load_digits_set
 from mhgd.data.imageset import DataSpec, ImageSet
 from mhgd.data.split import stratified_holdout
-from mhgd.data.tinyimagenet import load_tinyimagenet
+from mhgd.registry import Registry
 
 Loader = Callable[..., tuple[ImageSet, ImageSet]]
 """``loader(root, *, download) -> (training set, labelled test set)``."""
@@ -27,17 +25,22 @@ class DatasetSource:
     tune_val_size: int
 
 
-DATASETS: dict[str, DatasetSource] = {
-    "cifar100": DatasetSource(
-        load_cifar100, DataSpec("cifar100", num_classes=100, image_size=32, pad=4), 5_000
-    ),
-    "tinyimagenet": DatasetSource(
-        load_tinyimagenet, DataSpec("tinyimagenet", num_classes=200, image_size=64, pad=8), 10_000
-    ),
-    "digits": DatasetSource(
-        load_digits_set, DataSpec("digits", num_classes=10, image_size=32, pad=4), 290
-    ),
-}
+DATASETS: Registry[DatasetSource] = Registry(
+    "data set",
+    "mhgd.data",
+    "add a loader module to mhgd/data/ whose loader is decorated with @register_dataset(spec, "
+    "tune_val_size) and mhgd/conf/dataset/<name>.yaml; see README 'Extending'",
+)
+
+
+def register_dataset(spec: DataSpec, tune_val_size: int) -> Callable[[Loader], Loader]:
+    """Decorator for a loader: registers it as the data set ``spec.name``."""
+
+    def add(load: Loader) -> Loader:
+        DATASETS.add(spec.name, DatasetSource(load, spec, tune_val_size))
+        return load
+
+    return add
 
 
 def load_dataset(
@@ -55,15 +58,13 @@ def load_dataset(
     (default per data set: CIFAR-100 5k, TinyImageNet 10k, digits 290) and evaluates on it, so
     hyper-parameter sweeps never see the test set.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     if val_size is not None and split != "tune":
         raise ValueError(
             f"val_size={val_size} only applies to split='tune'; set it to null for split={split!r}"
         )
-    source = DATASETS[name]
+    source = DATASETS.get(name)
     train, test = source.load(root, download=download)
     if split == "final":
         return train, test, source.spec

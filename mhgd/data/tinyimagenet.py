@@ -5,13 +5,12 @@ ImageFolder would give the ``train/`` folders), not the file's own line order. T
 ``val/`` split serves as the test set, since ``test/`` has no labels. Decoding 110k JPEGs is
 slow, so each split is decoded once into ``.mhgd-cache-{train,val}.npz`` next to the folders
 (delete those files to force a re-decode). Jobs that race to build a cache each write a complete
-file and rename it into place, so readers never see half of one.
+file and rename it into place, so readers never see half of one. A split with no images is an
+error, never a cache; images may end in .JPEG, .jpeg, .jpg or .png (re-encoded copies).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,13 +18,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mhgd.data.imageset import ImageSet
+from mhgd.data.imageset import DataSpec, ImageSet
+from mhgd.data.registry import register_dataset
+from mhgd.records import atomic_file
 
 FOLDER = "tiny-imagenet-200"
 IMAGE_SIZE = 64
 ARCHIVE_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
 
+@register_dataset(DataSpec("tinyimagenet", num_classes=200, image_size=64, pad=8), 10_000)
 def load_tinyimagenet(root: str | Path, *, download: bool = False) -> tuple[ImageSet, ImageSet]:
     """Return (training set, labelled validation set) from ``root/tiny-imagenet-200``.
 
@@ -53,7 +56,13 @@ def _train_files(folder: Path, wnids: list[str]) -> list[tuple[Path, int]]:
         images = folder / "train" / wnid / "images"
         if not images.is_dir():
             raise FileNotFoundError(f"TinyImageNet training folder missing: {images}")
-        files += [(path, label) for path in sorted(images.glob("*.JPEG"))]
+        found = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise FileNotFoundError(
+                f"TinyImageNet class {wnid} has no images in {images} (expected "
+                f"{', '.join(IMAGE_SUFFIXES)} files)"
+            )
+        files += [(path, label) for path in found]
     return files
 
 
@@ -72,15 +81,22 @@ def _val_files(folder: Path, class_of: dict[str, int]) -> list[tuple[Path, int]]
                 f"<TAB>y1' with a wnid from wnids.txt, got {line!r}"
             )
         files.append((folder / "val" / "images" / fields[0], class_of[fields[1]]))
+    if not files:
+        raise FileNotFoundError(f"TinyImageNet validation labels are empty: {annotations}")
     return files
 
 
 def _cached(cache: Path, list_files: Callable[[], list[tuple[Path, int]]]) -> ImageSet:
-    if not cache.is_file():
-        images, labels = _decode(list_files())
-        _save_atomically(cache, images=images, labels=labels)
-    with np.load(cache) as arrays:
-        return ImageSet(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]))
+    """The decoded split, from the cache; an empty cache (older versions wrote one) is rebuilt."""
+    if cache.is_file():
+        with np.load(cache) as arrays:
+            images, labels = arrays["images"], arrays["labels"]
+        if len(labels):
+            return ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
+    images, labels = _decode(list_files())
+    with atomic_file(cache, "wb") as handle:
+        np.savez(handle, images=images, labels=labels)
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
 
 
 def _decode(files: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -97,15 +113,3 @@ def _decode(files: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
         images[index] = pixels.transpose(2, 0, 1)
     labels = np.array([label for _, label in files], dtype=np.int64)
     return images, labels
-
-
-def _save_atomically(path: Path, **arrays: np.ndarray) -> None:
-    """Write to a temporary file and rename, so an interrupted run never leaves half a cache."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

@@ -1,6 +1,13 @@
-"""Distillation methods behind one contract; importing this package registers them all."""
+"""Distillation methods behind one contract (``base.Distiller``).
 
-from mhgd.methods.ab import AB
+Each method module registers its class with ``@register``; the registry finds every module of
+this package on first use (``method_class``, ``METHODS``), so adding a method is a module and a
+yaml file, with no import to add here. Method classes are also reachable as attributes of this
+package by class name (``mhgd.methods.MHGD``).
+"""
+
+from __future__ import annotations
+
 from mhgd.methods.base import (
     METHODS,
     Distiller,
@@ -10,24 +17,21 @@ from mhgd.methods.base import (
     register,
     require_same_channels,
 )
-from mhgd.methods.fsp import FSP
-from mhgd.methods.kdsvd import KDSVD
-from mhgd.methods.kdsvdf import KDSVDF
-from mhgd.methods.mhgd import MHGD
-from mhgd.methods.soft_logits import SoftLogits
 
 __all__ = [
-    "AB",
-    "FSP",
-    "KDSVD",
-    "KDSVDF",
     "METHODS",
-    "MHGD",
     "Distiller",
     "ModelOutput",
     "PreStage",
-    "SoftLogits",
     "method_class",
     "register",
     "require_same_channels",
 ]
+
+
+def __getattr__(name: str) -> type[Distiller]:
+    """A registered method class by its class name, e.g. ``from mhgd.methods import MHGD``."""
+    for _, cls in METHODS.items():
+        if cls.__name__ == name:
+            return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,14 +16,16 @@ then frozen and unused.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mhgd.config.schema import MethodConfig, bounded
 from mhgd.errors import ConfigError
 from mhgd.methods.base import register
-from mhgd.methods.init_stage import InitialisationDistiller
+from mhgd.methods.init_stage import InitConfig, InitialisationDistiller
 from mhgd.models.base import SensedModel, SensingPoint
 from mhgd.models.layers import he_init
 
@@ -54,11 +56,20 @@ def boundary_loss(source: Tensor, target: Tensor, margin: float) -> Tensor:
     return (below + above).flatten(1).sum(dim=1).mean()
 
 
+@dataclass
+class ABConfig(MethodConfig):
+    name: str = "ab"
+    weight: float = bounded(3.0e-3, gt=0)
+    margin: float = bounded(1.0, gt=0)
+    init: InitConfig = field(default_factory=InitConfig)
+
+
 @register
 class AB(InitialisationDistiller):
     """Activation boundaries through student-side connectors, in an init stage."""
 
     name = "ab"
+    Config = ABConfig
 
     def __init__(self, teacher: SensedModel | None, student: SensedModel, cfg: Any) -> None:
         super().__init__(teacher, student, cfg)

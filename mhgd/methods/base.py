@@ -18,8 +18,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mhgd.config.schema import MethodConfig
 from mhgd.errors import ConfigError
 from mhgd.models.base import SensedModel, SensingPoint
+from mhgd.registry import Registry
 
 ModelOutput = tuple[Tensor, list[Tensor]]
 
@@ -46,6 +48,7 @@ class Distiller(nn.Module):
     """Base class and the "none" method: cross-entropy only, no teacher."""
 
     name: ClassVar[str] = "none"
+    Config: ClassVar[type[MethodConfig]] = MethodConfig  # the typed schema of its config section
     requires_teacher: ClassVar[bool] = False
     distils_in_main_stage: ClassVar[bool] = True  # False: the student stage only needs CE
     ce_weight: float = 1.0
@@ -107,23 +110,25 @@ class Distiller(nn.Module):
         return {}
 
 
-METHODS: dict[str, type[Distiller]] = {"none": Distiller}
+METHODS: Registry[type[Distiller]] = Registry(
+    "method",
+    "mhgd.methods",
+    "add mhgd/methods/<name>.py with a @register'ed Distiller subclass (its name and its Config "
+    "schema) and mhgd/conf/method/<name>.yaml with its defaults; see README 'Extending'",
+)
 
 
 def register(cls: type[Distiller]) -> type[Distiller]:
     """Class decorator: make a method selectable by its ``name`` in the ``method`` config."""
-    if cls.name in METHODS:
-        raise ValueError(f"method {cls.name!r} registered twice")
-    METHODS[cls.name] = cls
-    return cls
+    return METHODS.add(cls.name, cls)
 
 
 def method_class(name: str) -> type[Distiller]:
-    if name not in METHODS:
-        raise ConfigError(
-            f"unknown method {name!r}: choose one of {sorted(METHODS)} (method=<name>)"
-        )
-    return METHODS[name]
+    """The registered method called ``name``; ConfigError lists the choices and how to add one."""
+    return METHODS.get(name)
+
+
+register(Distiller)
 
 
 def require_same_channels(

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mhgd.config.schema import MethodConfig, bounded
 from mhgd.errors import ConfigError
 from mhgd.methods.base import register, require_same_channels
-from mhgd.methods.init_stage import InitialisationDistiller
+from mhgd.methods.init_stage import InitConfig, InitialisationDistiller
 from mhgd.models.base import SensingPoint
 
 
@@ -74,11 +76,19 @@ def _check_poolable(role: str, sensing: Sequence[SensingPoint]) -> None:
             )
 
 
+@dataclass
+class FSPConfig(MethodConfig):
+    name: str = "fsp"
+    weight: float = bounded(1.0e-3, gt=0)
+    init: InitConfig = field(default_factory=InitConfig)
+
+
 @register
 class FSP(InitialisationDistiller):
     """Flow matrices between consecutive sensing points, matched by L2 in an init stage."""
 
     name = "fsp"
+    Config = FSPConfig
 
     def __init__(self, teacher: Any, student: Any, cfg: Any) -> None:
         super().__init__(teacher, student, cfg)

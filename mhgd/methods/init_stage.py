@@ -17,16 +17,26 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mhgd.config.schema import bounded
 from mhgd.errors import ConfigError
 from mhgd.methods.base import Distiller, ModelOutput, PreStage, no_grad_teacher
 from mhgd.models.base import SensedModel
 
 INIT_STAGE = "init"
+
+
+@dataclass
+class InitConfig:
+    """``method.init``: epochs on the distillation loss alone, at a constant learning rate."""
+
+    epochs: int = bounded(40, ge=1)
+    lr: float = bounded(0.01, gt=0)
 
 
 class InitialisationDistiller(Distiller, ABC):

@@ -22,11 +22,13 @@ import itertools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mhgd.config.schema import MethodConfig, bounded, choice
 from mhgd.errors import ConfigError
 from mhgd.methods.base import Distiller, ModelOutput, register, require_same_channels
 from mhgd.methods.mhgd import combine_clipped_gradients
@@ -71,6 +73,18 @@ def check_vector_lists(student: Sequence[Tensor], teacher: Sequence[Tensor]) -> 
             )
 
 
+@dataclass
+class SingularVectorConfig(MethodConfig):
+    """KD-SVD's and KD-SVDF's keys."""
+
+    name: str = "kdsvd"
+    beta: float = bounded(1.0, ge=0)
+    weight: float = bounded(1.0, ge=0)
+    clip: bool = True
+    student_k: int = bounded(4, ge=1)
+    sign: str = choice("sum", *SIGN_RULES)
+
+
 class SingularVectorDistiller(Distiller, ABC):
     """What KD-SVD and KD-SVDF share: aligned singular vectors and the clipped gradient.
 
@@ -78,6 +92,7 @@ class SingularVectorDistiller(Distiller, ABC):
     """
 
     requires_teacher = True
+    Config = SingularVectorConfig
 
     def __init__(self, teacher: SensedModel | None, student: SensedModel, cfg: Any) -> None:
         super().__init__(teacher, student, cfg)

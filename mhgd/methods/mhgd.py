@@ -17,12 +17,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mhgd.config.schema import MethodConfig, bounded, choice
 from mhgd.errors import ConfigError
 from mhgd.methods.base import (
     Distiller,
@@ -31,7 +33,7 @@ from mhgd.methods.base import (
     register,
     require_same_channels,
 )
-from mhgd.methods.svd import ZeroedGradientCounter, student_vectors, teacher_vectors
+from mhgd.methods.svd import SIGN_RULES, ZeroedGradientCounter, student_vectors, teacher_vectors
 from mhgd.models.base import SensedModel, SensingPoint
 
 DEFAULT_HEADS = 8
@@ -320,6 +322,28 @@ class MhanTask:
         self.estimators.load_state_dict(state["estimators"])
 
 
+@dataclass
+class MhanConfig:
+    """``method.mhan``: stage 2, the MHAN trained on the frozen teacher."""
+
+    epochs: int = bounded(20, ge=1)
+    lr: float = bounded(0.1, gt=0)
+    drop_head: bool = True
+    seed: int = bounded(0, ge=0)
+    weight_decay: float | None = bounded(None, ge=0)
+
+
+@dataclass
+class MhgdConfig(MethodConfig):
+    name: str = "mhgd"
+    heads: int = bounded(8, ge=0)
+    beta: float = bounded(1.0, ge=0)
+    student_k: int = bounded(4, ge=1)
+    sign: str = choice("sum", *SIGN_RULES)
+    adapter: bool = False
+    mhan: MhanConfig = field(default_factory=MhanConfig)
+
+
 @register
 class MHGD(Distiller):
     """Multi-head graph distillation: the student matches the teacher's attention graphs.
@@ -328,6 +352,7 @@ class MHGD(Distiller):
     """
 
     name = "mhgd"
+    Config = MhgdConfig
     requires_teacher = True
 
     def __init__(self, teacher: SensedModel | None, student: SensedModel, cfg: Any) -> None:

@@ -10,11 +10,13 @@ so neither does this; raise ``weight`` to get it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
 
+from mhgd.config.schema import MethodConfig, bounded
 from mhgd.errors import ConfigError
 from mhgd.methods.base import Distiller, ModelOutput, register
 from mhgd.models.base import SensedModel, SensingPoint
@@ -34,11 +36,20 @@ def soft_logits_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float)
     return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
 
 
+@dataclass
+class SoftLogitsConfig(MethodConfig):
+    name: str = "soft_logits"
+    tau: float = bounded(4.0, gt=0)
+    weight: float = bounded(0.3, ge=0)
+    ce_weight: float = bounded(0.7, ge=0)
+
+
 @register
 class SoftLogits(Distiller):
     """Cross-entropy and the softened teacher distribution, weighted and added."""
 
     name = "soft_logits"
+    Config = SoftLogitsConfig
     requires_teacher = True
 
     def __init__(self, teacher: SensedModel | None, student: SensedModel, cfg: Any) -> None:

@@ -1,29 +1,22 @@
-"""The networks of the paper, built by name so configs and sweeps can pick them."""
+"""The networks of the paper, built by name so configs and sweeps can pick them.
+
+Each model module registers its builders (``@MODELS.register``); the registry finds every
+module of this package on first use, so adding a network is a module and a yaml file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
 from mhgd.models.base import SensedModel, SensingPoint
-from mhgd.models.mobilenet import mobilenet
-from mhgd.models.resnet import resnet
-from mhgd.models.vgg import modified_vgg, vgg7, vgg16
-from mhgd.models.wrn import WideResNet
+from mhgd.models.registry import MODELS
 
-__all__ = ["MODEL_NAMES", "SensedModel", "SensingPoint", "build_model"]
+__all__ = ["MODELS", "MODEL_NAMES", "SensedModel", "SensingPoint", "build_model"]
 
-_BUILDERS: dict[str, Callable[..., SensedModel]] = {
-    "vgg16": vgg16,
-    "vgg7": vgg7,
-    "wrn22_4": partial(WideResNet, depth=22, widen_factor=4),
-    "wrn10_4": partial(WideResNet, depth=10, widen_factor=4),
-    "resnet": resnet,
-    "mobilenet": mobilenet,
-    "modified_vgg": modified_vgg,
-}
 
-MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``MODEL_NAMES``: every registered model name (found on first use)."""
+    if name == "MODEL_NAMES":
+        return MODELS.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_model(
@@ -40,11 +33,10 @@ def build_model(
     quickstart models; ``batch_norm=None`` keeps the model's own default (off for the VGGs, on
     for the others).
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    builder = MODELS.get(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if not width > 0:
         raise ValueError(f"width must be a positive channel multiplier (1 = paper), got {width!r}")
     options = {} if batch_norm is None else {"batch_norm": batch_norm}
-    return _BUILDERS[name](num_classes=num_classes, image_size=image_size, width=width, **options)
+    return builder(num_classes=num_classes, image_size=image_size, width=width, **options)

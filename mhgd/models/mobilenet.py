@@ -12,6 +12,7 @@ from functools import partial
 from torch import nn
 
 from mhgd.models.layers import StagedNet, StagePlan, conv1x1, conv3x3, norm, table3_student
+from mhgd.models.registry import MODELS
 
 _PLANS = (
     StagePlan(((64, 1),)),
@@ -34,6 +35,7 @@ def depthwise_separable(
     )
 
 
+@MODELS.register("mobilenet")
 def mobilenet(
     *, num_classes: int, image_size: int, width: float = 1.0, batch_norm: bool = True
 ) -> StagedNet:

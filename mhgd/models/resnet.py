@@ -11,6 +11,7 @@ from functools import partial
 from torch import Tensor, nn
 
 from mhgd.models.layers import StagedNet, StagePlan, conv1x1, conv3x3, norm, table3_student
+from mhgd.models.registry import MODELS
 
 _PLANS = (StagePlan(((64, 1),)), StagePlan(((128, 2),)), StagePlan(((256, 2),)))
 
@@ -42,6 +43,7 @@ class BasicBlock(nn.Module):
         return (self.residual(x) + self.shortcut(x)).relu_()
 
 
+@MODELS.register("resnet")
 def resnet(
     *, num_classes: int, image_size: int, width: float = 1.0, batch_norm: bool = True
 ) -> StagedNet:

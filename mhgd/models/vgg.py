@@ -27,6 +27,7 @@ from mhgd.models.layers import (
     scaled,
     table3_student,
 )
+from mhgd.models.registry import MODELS
 
 _VGG_BLOCK_CHANNELS = (64, 128, 256, 512, 512)
 _VGG_HIDDEN = 1024
@@ -78,6 +79,7 @@ def _vgg(
     return StagedNet(stages, sensing, classifier)
 
 
+@MODELS.register("vgg16")
 def vgg16(
     *, num_classes: int, image_size: int, width: float = 1.0, batch_norm: bool = False
 ) -> StagedNet:
@@ -92,6 +94,7 @@ def vgg16(
     )
 
 
+@MODELS.register("vgg7")
 def vgg7(
     *, num_classes: int, image_size: int, width: float = 1.0, batch_norm: bool = False
 ) -> StagedNet:
@@ -106,6 +109,7 @@ def vgg7(
     )
 
 
+@MODELS.register("modified_vgg")
 def modified_vgg(
     *, num_classes: int, image_size: int, width: float = 1.0, batch_norm: bool = True
 ) -> StagedNet:

@@ -10,6 +10,8 @@ it is the final BN-ReLU.
 
 from __future__ import annotations
 
+from functools import partial
+
 from torch import Tensor, nn
 
 from mhgd.models.base import SensedModel, SensingPoint
@@ -22,6 +24,7 @@ from mhgd.models.layers import (
     norm,
     scaled,
 )
+from mhgd.models.registry import MODELS
 
 _STAGE_STRIDES = (1, 2, 2)
 _STEM_CHANNELS = 16
@@ -109,3 +112,7 @@ class WideResNet(SensedModel):
         x = self.final_activation(x)
         feats.append(x)
         return self.classifier(x), feats
+
+
+MODELS.add("wrn22_4", partial(WideResNet, depth=22, widen_factor=4))
+MODELS.add("wrn10_4", partial(WideResNet, depth=10, widen_factor=4))

@@ -24,8 +24,8 @@ def log_report(
     entity: str | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> str | None:
-    """Log ``table`` (as a W&B Table) and ``figure_png``; returns the W&B run id (None when
-    W&B is disabled)."""
+    """Log ``table`` (as a W&B Table) and ``figure_png``; returns where it went (the run's URL,
+    or its offline folder and the command that uploads it), None when W&B is disabled."""
     resolved = resolve_mode(mode)
     if resolved == "disabled":
         return None
@@ -52,4 +52,6 @@ def log_report(
         )
     finally:
         run.finish()
-    return run.id
+    if resolved == "online":
+        return str(run.url)
+    return f"{run.settings.sync_dir} (offline; upload with: wandb sync {run.settings.sync_dir})"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,22 +11,32 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from mhgd.errors import ConfigError
-from mhgd.records import redact
+from mhgd.registry import Registry
+from mhgd.secrets import redact
 
-SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
-    "tpe": optuna.samplers.TPESampler,
-    "random": optuna.samplers.RandomSampler,
-    "qmc": optuna.samplers.QMCSampler,
-    "gp": optuna.samplers.GPSampler,
-}
-PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-    "none": optuna.pruners.NopPruner,
-}
+# Optuna's classes, by the names sweep files use; another sampler or pruner is one more add().
+SAMPLERS: Registry[type[optuna.samplers.BaseSampler]] = Registry(
+    "sampler", None, 'SAMPLERS.add("<name>", <optuna sampler class>) in mhgd/sweeps/algorithms.py'
+)
+PRUNERS: Registry[type[optuna.pruners.BasePruner]] = Registry(
+    "pruner", None, 'PRUNERS.add("<name>", <optuna pruner class>) in mhgd/sweeps/algorithms.py'
+)
+for _name, _sampler in (
+    ("tpe", optuna.samplers.TPESampler),
+    ("random", optuna.samplers.RandomSampler),
+    ("qmc", optuna.samplers.QMCSampler),
+    ("gp", optuna.samplers.GPSampler),
+):
+    SAMPLERS.add(_name, _sampler)
+for _name, _pruner in (
+    ("median", optuna.pruners.MedianPruner),
+    ("percentile", optuna.pruners.PercentilePruner),
+    ("hyperband", optuna.pruners.HyperbandPruner),
+    ("successive_halving", optuna.pruners.SuccessiveHalvingPruner),
+    ("threshold", optuna.pruners.ThresholdPruner),
+    ("none", optuna.pruners.NopPruner),
+):
+    PRUNERS.add(_name, _pruner)
 # SQLite serialises writers; trials report every epoch, so give a busy database time.
 SQLITE_TIMEOUT_S = 60
 
@@ -55,7 +64,7 @@ def build_pruner(spec: Algorithm) -> optuna.pruners.BasePruner:
 
 def check_algorithm(kind: str, spec: Algorithm) -> None:
     """Raise ValueError when the name or an option is wrong (constructing it is the check)."""
-    registry: Mapping[str, Any] = SAMPLERS if kind == "sampler" else PRUNERS
+    registry: Registry[Any] = SAMPLERS if kind == "sampler" else PRUNERS
     if spec.name not in registry:
         raise ValueError(f"unknown {kind} {spec.name!r}: choose one of {', '.join(registry)}")
     try:

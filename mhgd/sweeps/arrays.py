@@ -1,13 +1,11 @@
-"""Job arrays of plain runs: a grid sweep, and the confirmation of a search's best settings.
+"""Job arrays of plain runs: the confirmation of a search's best settings.
 
-Both are ordinary run records (the report averages their seeds); a grid run lands in the
-folder ``mhgd-train -m`` would use for the same overrides, so either command resumes the
-other's runs. Confirmation runs go to ``<study folder>/confirm/trial-<n>/seed-<s>``.
+They are ordinary run records (the report averages their seeds), in
+``<study folder>/confirm/trial-<n>/seed-<s>``.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import statistics
 from collections.abc import Sequence
@@ -21,11 +19,11 @@ from mhgd.cluster.planning import plan
 from mhgd.cluster.submission import Submission
 from mhgd.errors import ConfigError
 from mhgd.records import RunResult
-from mhgd.sweeps.configs import FINAL_SPLIT, check_configs, compose, hydra_run_dir, layout
+from mhgd.sweeps.configs import FINAL_SPLIT, compose
 from mhgd.sweeps.controller import Search, open_study
 from mhgd.sweeps.jobs import executor_for
-from mhgd.sweeps.space import override_value, overrides_for
-from mhgd.sweeps.spec import GridSpec, SweepSpec
+from mhgd.sweeps.space import overrides_for
+from mhgd.sweeps.spec import SweepSpec
 from mhgd.sweeps.workers import RunJob, RunRunner
 
 log = logging.getLogger(__name__)
@@ -79,28 +77,6 @@ def _run_cells(spec: SweepSpec, jobs_dir: Path, cells: Sequence[Cell], parallel:
     else:
         outcomes = submission.run_locally(spec.study, call_for, parallel)
     return _summarise(cells, [o.failure or o.value for o in outcomes])
-
-
-def run_grid(spec: GridSpec) -> bool:
-    """Every combination of the grid's values, for every seed, as one job array."""
-    axes = [(axis.path, axis.line, axis.values) for axis in spec.grid]
-    where = layout(spec, check_configs(spec, spec.base, axes).base)
-    cells = []
-    for values in itertools.product(*(axis.values for axis in spec.grid)):
-        settings = [f"{a.path}={override_value(v)}" for a, v in zip(spec.grid, values, strict=True)]
-        jobs = []
-        for seed in spec.seeds:
-            overrides = (*spec.base, *settings, f"seed={seed}", *where.path_overrides)
-            jobs.append(
-                RunJob(
-                    overrides,
-                    str(hydra_run_dir(overrides)),
-                    tags=("grid", f"study:{spec.study}"),
-                    extra={"study": spec.study, "sweep_phase": "grid"},
-                )
-            )
-        cells.append(Cell(" ".join(settings), jobs))
-    return _run_cells(spec, where.jobs_dir, cells, spec.in_flight)
 
 
 def best_trials(study: optuna.Study, top_k: int) -> list[FrozenTrial]:

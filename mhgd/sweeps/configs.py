@@ -8,13 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-import mhgd.train  # registers the mhgd_dirname resolver that hydra.run.dir uses
+from mhgd.config import compose, hydra_run_dir
 from mhgd.errors import ConfigError
 from mhgd.pipeline import validate
 from mhgd.stages import teacher_key
@@ -24,20 +22,19 @@ from mhgd.sweeps.spec import SweepSpec
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(mhgd.train.__file__).resolve().parent / "conf"
+__all__ = [
+    "FINAL_SPLIT",
+    "TUNE_SPLIT",
+    "Checked",
+    "Layout",
+    "check_configs",
+    "compose",
+    "hydra_run_dir",
+    "layout",
+]
+
 TUNE_SPLIT = "dataset.split=tune"
 FINAL_SPLIT = "dataset.split=final"
-
-
-def compose(overrides: Sequence[str], *, with_hydra: bool = False) -> DictConfig:
-    """The config ``mhgd-train <overrides>`` would run (with its hydra node if asked)."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("train", overrides=list(overrides), return_hydra_config=with_hydra)
-
-
-def hydra_run_dir(overrides: Sequence[str]) -> Path:
-    """The folder ``mhgd-train <overrides>`` (or ``mhgd-train -m``) would write to."""
-    return Path(compose(overrides, with_hydra=True).hydra.run.dir)
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
 
 from mhgd.cluster.executors import CLUSTERS, GENERIC_KEYS, make_executor
-from mhgd.cluster.jobs import Ticket
-from mhgd.cluster.submission import ExecutorFor
 from mhgd.sweeps.located import SweepFileError
+
+if TYPE_CHECKING:  # the sweep file's checks must not load torch (mhgd.cluster.jobs does)
+    from mhgd.cluster.jobs import Ticket
+    from mhgd.cluster.submission import ExecutorFor
 
 __all__ = ["CLUSTERS", "EXECUTOR_KEYS", "ExecutorSpec", "JobWatch", "SweepAborted", "executor_for"]
 

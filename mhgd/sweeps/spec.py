@@ -1,8 +1,9 @@
 """The sweep file: what it may contain, its defaults, and every check that needs no config.
 
-A *search* file (``params:``) drives an Optuna study on the tune split; a *grid* file
-(``grid:``) is a plain job array over every combination, for ablations such as Table 4.
-Errors name the file and line of the offending entry.
+A sweep file (``params:``) drives an Optuna study on the tune split, then confirms its best
+settings on the final split. A plain grid (Table 4's ablation) is not a sweep file: it is an
+experiment's Hydra sweeper params, run with ``mhgd-train -m``. Errors name the file and line of
+the offending entry.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from typing import Any
 from mhgd.sweeps.algorithms import Algorithm, check_algorithm
 from mhgd.sweeps.jobs import CLUSTERS, EXECUTOR_KEYS, ExecutorSpec
 from mhgd.sweeps.located import Located, load_located
-from mhgd.sweeps.space import Param, Scalar, param_from_mapping
+from mhgd.sweeps.space import Param, param_from_mapping
 
 # The objective: the student's validation top-1 after its last epoch, or at its best epoch.
 METRICS = {"top1_last": "last_score", "top1_best": "best_score"}
 DIRECTIONS = ("maximize", "minimize")
-COMMON_KEYS = {"study", "base", "executor", "in_flight"}
-SEARCH_KEYS = COMMON_KEYS | {
+SEARCH_KEYS = {
+    "study",
+    "base",
+    "executor",
+    "in_flight",
     "params",
     "trials",
     "metric",
@@ -32,9 +36,8 @@ SEARCH_KEYS = COMMON_KEYS | {
     "retries",
     "confirm",
 }
-GRID_KEYS = COMMON_KEYS | {"grid", "seeds"}
 CONFIRM_KEYS = {"top_k", "seeds"}
-# The search tunes on the train/validation split; confirmation and grids choose their own.
+# The search tunes on the train/validation split; confirmation chooses its own.
 RESERVED_PATHS = {"dataset.split", "seed"}
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -43,13 +46,6 @@ _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 class ConfirmSpec:
     top_k: int
     seeds: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class GridAxis:
-    path: str
-    values: tuple[Scalar, ...]
-    line: int
 
 
 @dataclass(frozen=True)
@@ -74,12 +70,6 @@ class SearchSpec(SweepSpec):
     storage: str | None
     retries: int
     confirm: ConfirmSpec
-
-
-@dataclass(frozen=True)
-class GridSpec(SweepSpec):
-    grid: tuple[GridAxis, ...]
-    seeds: tuple[int, ...]
 
 
 def _int(
@@ -189,28 +179,19 @@ def _params(doc: Located) -> tuple[Param, ...]:
     return tuple(params)
 
 
-def _nested(value: Any) -> bool:
-    return isinstance(value, dict | list)
-
-
-def _grid(doc: Located) -> tuple[GridAxis, ...]:
-    axes = []
-    for path, values in _mapping(doc, "grid").items():
-        if path == "seed":
-            raise doc.error("seed cannot be a grid axis: list them under seeds:", "grid", path)
-        if not isinstance(values, list) or not values or any(_nested(v) for v in values):
-            raise doc.error(f"{path}: give a non-empty list of single values", "grid", path)
-        axes.append(GridAxis(path, tuple(values), doc.line("grid", path)))
-    return tuple(axes)
-
-
-def _check_keys(doc: Located, allowed: set[str], mode: str) -> None:
+def _check_keys(doc: Located) -> None:
     for key in doc.data:
-        if key not in allowed:
-            hint = f"known keys: {', '.join(sorted(allowed))}"
-            if key in SEARCH_KEYS | GRID_KEYS:
-                hint = f"{key} has no meaning in a {mode} sweep file"
-            raise doc.error(f"unknown key {key!r}; {hint}", key)
+        if key in ("grid", "seeds"):
+            raise doc.error(
+                "a grid is not a sweep file: put it in an experiment as Hydra sweeper params "
+                "(hydra.sweeper.params, see mhgd/conf/experiment/table4/vgg_heads.yaml) and run "
+                "mhgd-train -m experiment=<it>",
+                key,
+            )
+        if key not in SEARCH_KEYS:
+            raise doc.error(
+                f"unknown key {key!r}; known keys: {', '.join(sorted(SEARCH_KEYS))}", key
+            )
 
 
 def _confirm(doc: Located) -> ConfirmSpec:
@@ -222,11 +203,11 @@ def _confirm(doc: Located) -> ConfirmSpec:
     return ConfirmSpec(_int(doc, section, "top_k", 3, 1, "confirm"), seeds)
 
 
-def load_spec(file: str | Path) -> SearchSpec | GridSpec:
+def load_spec(file: str | Path) -> SearchSpec:
     """Read and check a sweep file (everything that does not need the Hydra config)."""
     doc = load_located(file)
     if not isinstance(doc.data, dict):
-        raise doc.error("a sweep file is a mapping with at least study: and params: (or grid:)")
+        raise doc.error("a sweep file is a mapping with at least study:, params: and trials:")
     study = doc.data.get("study")
     if not isinstance(study, str) or not _STUDY_NAME.fullmatch(study):
         raise doc.error(
@@ -234,25 +215,14 @@ def load_spec(file: str | Path) -> SearchSpec | GridSpec:
             "names the Optuna study and the output folder",
             "study",
         )
-    is_grid = "grid" in doc.data
-    if is_grid and "params" in doc.data:
-        raise doc.error(
-            "a sweep file has params: (a search) or grid: (a job array), not both", "grid"
-        )
-    _check_keys(doc, GRID_KEYS if is_grid else SEARCH_KEYS, "grid" if is_grid else "search")
+    _check_keys(doc)
     common: dict[str, Any] = {
         "source": doc,
         "study": study,
-        "base": _base(doc, {"seed"} if is_grid else RESERVED_PATHS),
+        "base": _base(doc, RESERVED_PATHS),
         "executor": _executor(doc),
         "in_flight": _int(doc, doc.data, "in_flight", 1, 1),
     }
-    if is_grid:
-        grid = _grid(doc)
-        if not grid:
-            raise doc.error("grid must name at least one config path and its values", "grid")
-        seeds = _seeds(doc, doc.data.get("seeds", [0]), "seeds")
-        return GridSpec(**common, grid=grid, seeds=seeds)
     metric = doc.data.get("metric", "top1_last")
     if metric not in METRICS:
         raise doc.error(
