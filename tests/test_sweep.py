@@ -236,6 +236,9 @@ def test_local_search_completes_and_trains_each_artifact_once(tmp_path: Path) ->
         }
         teachers.add(record.artifacts["teacher"])
     assert teachers == {str(next(p for p in (store / "teacher").iterdir() if p.is_dir()))}
+    # The storage URL (it may hold a password) reaches jobs through their environment only.
+    pickles = list((tmp_path / "outputs" / "mhgd" / "jobs").rglob("*_submitted.pkl"))
+    assert pickles and not any(b"optuna.db" in p.read_bytes() for p in pickles)
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ class PackedRuns(PreemptibleJob):
 
     def work(self) -> list[Any]:
         stopped: list[int] = []
+        os.environ["MHGD_RUNS_PER_GPU"] = str(len(self.calls))  # the runs' W&B config shows it
         context = multiprocessing.get_context("spawn")  # no CUDA state crosses a fork
         with ProcessPoolExecutor(len(self.calls), mp_context=context) as pool:
             futures: list[Future[Any]] = [

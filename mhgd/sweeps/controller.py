@@ -26,6 +26,7 @@ from mhgd.cluster.jobs import Ticket
 from mhgd.cluster.submission import ExecutorFor
 from mhgd.errors import ConfigError
 from mhgd.files import Lease
+from mhgd.secrets import EnvSecret
 from mhgd.sweeps.algorithms import (
     build_pruner,
     build_sampler,
@@ -43,6 +44,8 @@ from mhgd.sweeps.workers import TrialJob, TrialRunner
 log = logging.getLogger(__name__)
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+# Trial jobs find the study's storage URL here (inherited from the controller's environment).
+STORAGE_VARIABLE = "MHGD_OPTUNA_STORAGE"
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ class Controller:
         trial = self.study.ask({p.path: p.distribution() for p in self.spec.params})
         run_dir = trial.user_attrs.get("run_dir") or str(self.search.layout.trial_dir(trial.number))
         job = TrialJob(
-            storage=self.search.storage,
+            storage=EnvSecret.stash(STORAGE_VARIABLE, self.search.storage),
             study=self.spec.study,
             pruner=self.spec.pruner,
             trial_id=trial._trial_id,

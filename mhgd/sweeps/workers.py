@@ -19,6 +19,7 @@ from mhgd.cluster.jobs import PreemptibleJob, slurm_job_record
 from mhgd.engine.preemption import Preempted
 from mhgd.pipeline import run
 from mhgd.records import RunDir, RunResult
+from mhgd.secrets import EnvSecret
 from mhgd.sweeps.algorithms import Algorithm, build_pruner, open_storage
 from mhgd.sweeps.configs import compose
 
@@ -34,9 +35,10 @@ class Pruned(optuna.TrialPruned):
 
 @dataclass(frozen=True)
 class TrialJob:
-    """Everything a trial's job needs; the study itself is reached through ``storage``."""
+    """Everything a trial's job needs; the study itself is reached through ``storage``, whose
+    URL (it may hold a password) travels in the job's environment, not in its pickle."""
 
-    storage: str
+    storage: EnvSecret
     study: str
     pruner: Algorithm
     trial_id: int
@@ -57,7 +59,7 @@ class TrialRunner(PreemptibleJob):
 
     def work(self) -> float | None:
         job = self.job
-        storage = open_storage(job.storage)
+        storage = open_storage(job.storage.value())
         study = optuna.load_study(
             study_name=job.study, storage=storage, pruner=build_pruner(job.pruner)
         )
