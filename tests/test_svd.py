@@ -160,14 +160,32 @@ def test_bad_input_is_rejected_with_a_reason():
         svd.teacher_vectors(features.flatten(2))
     with pytest.raises(TypeError, match="floating point"):
         svd.teacher_vectors(features.long())
-    with pytest.raises(ValueError, match="NaN or inf"):
-        svd.teacher_vectors(features.index_fill(2, torch.tensor([0]), float("nan")))
     with pytest.raises(ValueError, match="same channel count"):
         svd.student_vectors(random_maps(2, 5, 2, 2), teacher)
     with pytest.raises(ValueError, match="k must be >= 1"):
         svd.student_vectors(features, teacher, k=0)
     with pytest.raises(ValueError, match="compute_dtype"):
         svd.student_vectors(features, teacher, compute_dtype=torch.float16)
+
+
+@pytest.mark.parametrize(("height", "width"), [(4, 4), (1, 2)], ids=["HW>C", "HW<C"])
+def test_non_finite_maps_give_nan_vectors_without_a_host_check(height, width):
+    # A diverged network's maps: no exception (that would need a device-to-host read every
+    # step); the sample's vectors are NaN so the loss shows it, the others are unaffected, and
+    # the NaN gradient is zeroed and counted.
+    features = random_maps(3, 4, height, width)
+    broken = features.clone()
+    broken[1, 0, 0, 0] = float("nan")
+    teacher = svd.teacher_vectors(broken)
+    assert torch.isnan(teacher[1]).all()
+    torch.testing.assert_close(teacher[[0, 2]], svd.teacher_vectors(features)[[0, 2]])
+    counter = svd.ZeroedGradientCounter()
+    broken.requires_grad_()
+    student = svd.student_vectors(broken, svd.teacher_vectors(features), counter=counter)
+    assert torch.isnan(student[1]).all() and torch.isfinite(student[[0, 2]]).all()
+    student.sum().backward()
+    assert torch.equal(broken.grad[1], torch.zeros_like(broken.grad[1]))
+    assert torch.isfinite(broken.grad).all() and int(counter.take()) > 0
 
 
 def test_k_is_capped_by_the_matrix_size():
