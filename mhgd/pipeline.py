@@ -308,6 +308,7 @@ def train_classifier(
             Distiller(None, model, None).to(ctx.device),
             autocast=_autocast(ctx.cfg),
             channels_last=bool(ctx.cfg.runtime.get("channels_last")),
+            compile=bool(ctx.cfg.runtime.get("compile")),
         )
 
     return run_stage(spec, ctx, make)
@@ -376,6 +377,7 @@ def train_student(
             teacher,
             autocast=_autocast(cfg),
             channels_last=bool(cfg.runtime.get("channels_last")),
+            compile=bool(cfg.runtime.get("compile")),
         )
 
     result, _ = run_stage(spec, ctx, make, artifacts)
