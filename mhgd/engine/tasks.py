@@ -1,7 +1,12 @@
-"""Training a classifier, alone or under a distillation method, as a task for the loop."""
+"""Training a classifier, alone or under a distillation method, as a task for the loop.
+
+Imports only torch and the package's torch modules (not the loop, which needs tqdm), so that
+benchmarks/bench_gpu.py runs on a machine that has nothing but torch.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any
 
@@ -9,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mhgd.engine.loop import Batches
 from mhgd.methods.base import Distiller, Stats, no_grad_teacher
 from mhgd.models.base import SensedModel
 
@@ -84,7 +88,7 @@ class ClassifierTask:
         return row
 
     @torch.no_grad()
-    def evaluate(self, batches: Batches) -> dict[str, float]:
+    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
         self.model.eval()
         sums: Tensor | float = 0.0  # [correct, summed loss] on the device, read once
         total = 0

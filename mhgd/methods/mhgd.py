@@ -269,11 +269,25 @@ class MhanTask:
     score_name = "cos"
     summary_keys = ("loss",)
 
-    def __init__(self, teacher: SensedModel, heads: nn.ModuleList, drop_head: bool, sign: str):
+    def __init__(
+        self,
+        teacher: SensedModel,
+        heads: nn.ModuleList,
+        drop_head: bool,
+        sign: str,
+        *,
+        autocast: torch.dtype | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        """``autocast``, ``channels_last`` and ``compile`` apply to the teacher's forward pass
+        (as in ClassifierTask); the vectors, heads and estimators always run in float32."""
         self.teacher, self.heads, self.sign = teacher, heads, sign
         self.estimators = nn.ModuleList(
             Estimator(h.d_front, h.d_back, h.heads, drop_head=drop_head) for h in heads
         ).to(next(heads.parameters()).device)
+        self.autocast, self.channels_last = autocast, channels_last
+        self._teacher: Any = torch.compile(teacher) if compile else teacher
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [*self.heads.parameters(), *self.estimators.parameters()]
@@ -284,14 +298,20 @@ class MhanTask:
         self.estimators.train()
 
     def _losses(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
-        with torch.no_grad():
-            vectors = [teacher_vectors(f, self.sign) for f in self.teacher(images)[1]]
-        total, cosines = images.new_zeros(()), []
-        for m, (heads, estimator) in enumerate(zip(self.heads, self.estimators, strict=True)):
-            v_front, v_back = vectors[m], vectors[m + 1]
-            loss, cosine = mhan_loss(estimator(heads(v_front, v_back), v_front), v_back)
-            total = total + loss
-            cosines.append(cosine)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        precision = torch.autocast(images.device.type, self.autocast, self.autocast is not None)
+        with torch.no_grad(), precision:
+            maps = self._teacher(images)[1]
+        with float32_region(images):
+            with torch.no_grad():
+                vectors = [teacher_vectors(f.float(), self.sign) for f in maps]
+            total, cosines = images.new_zeros((), dtype=torch.float32), []
+            for m, (heads, estimator) in enumerate(zip(self.heads, self.estimators, strict=True)):
+                v_front, v_back = vectors[m], vectors[m + 1]
+                loss, cosine = mhan_loss(estimator(heads(v_front, v_back), v_front), v_back)
+                total = total + loss
+                cosines.append(cosine)
         return total, cosines
 
     def train_step(self, images: Tensor, labels: Tensor, epoch: int) -> Stats:
@@ -409,7 +429,8 @@ class MHGD(Distiller):
         if stage.name != "mhan":
             return super().pre_stage_task(stage)
         self.heads.requires_grad_(True)
-        return MhanTask(self._teacher[0], self.heads, bool(stage.config["drop_head"]), self.sign)
+        drop_head = bool(stage.config["drop_head"])
+        return MhanTask(self._teacher[0], self.heads, drop_head, self.sign, **runtime)
 
     def load_pre_stage(self, stage: PreStage, task_state: Mapping[str, Any]) -> None:
         if stage.name != "mhan":
