@@ -135,6 +135,23 @@ def test_spread_spectra_are_redone_in_float64():
     assert (forced.double() * fourth.double()).sum(dim=1).min() < 0.9
 
 
+@pytest.mark.parametrize("decades", [1.0, 0.25, 0.02], ids=["spread", "mild", "near-degenerate"])
+@pytest.mark.parametrize(("channels", "size"), [(48, 8), (96, 4)], ids=["HW>C", "HW<C"])
+def test_teacher_vector_by_iteration_matches_a_float64_svd(decades, channels, size):
+    # Gram matrices this size take the iteration (squarings and a Krylov space), not eigh.
+    # sigma_2 / sigma_1 = 10^-0.02 = 0.955 is a hard case for power iterations.
+    generator = torch.Generator().manual_seed(0)
+    rank = min(channels, size * size)
+    shapes = (8, size * size, rank), (8, channels, rank)
+    left, right = (torch.linalg.qr(torch.randn(s, generator=generator).double())[0] for s in shapes)
+    matrix = left * 10.0 ** (-decades * torch.arange(rank, dtype=torch.float64)) @ right.mT
+    features = matrix.mT.reshape(8, channels, size, size).float()
+    reference = reference_vectors(features, 1)[:, :, 0]
+    teacher = svd.teacher_vectors(features, sign="none")
+    assert teacher.dtype == torch.float32
+    assert (1 - (teacher.double() * reference).sum(dim=1).abs()).max() < 1e-6
+
+
 def test_float64_maps_are_computed_to_float64_precision():
     features = random_maps(8, 6, 3, 3).double()
     reference = reference_vectors(features, 1)[:, :, 0]
