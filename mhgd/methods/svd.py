@@ -14,10 +14,14 @@ every batch: the float32 eigenvectors start one float64 subspace iteration on a 
 vectors, followed by a Rayleigh-Ritz step, which recovers the top k to float64 accuracy at the
 cost of a few thin matrix products. The teacher's single vector needs no full
 eigendecomposition at all (``_top_vector``): a few squarings of the Gram matrix and a small
-Krylov space give it to float64 accuracy, 3-4x faster than the eigensolver. Non-finite maps are
-guarded on
-the device: the eigensolver sees zeros, the sample's vectors come out NaN (so the loss shows
-the divergence) and its gradient is zeroed and counted.
+Krylov space give it to float64 accuracy, 3-4x faster than the eigensolver.
+
+Non-finite maps are guarded on the device: the eigensolver sees zeros, the sample's vectors
+come out NaN (so the loss shows the divergence) and its gradient is zeroed and counted. One
+read remains that this module cannot remove: torch's eigh checks its solver's error codes on
+the host after every call (``_linalg_check_errors``), so on a GPU each eigh call (the student's
+two per sensing point, the teacher's one small Ritz problem) waits for the queue; only an
+eigensolver written in tensor operations would avoid it.
 
 The backward pass is written out (``_TopSingularVectors``) because the generic eigh/svd
 backward divides by every eigenvalue gap, including the gaps between discarded, repeated
