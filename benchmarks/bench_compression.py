@@ -5,13 +5,14 @@ aligned, forward and backward) with each method, side by side on the same maps, 
 how far each method's vectors are from a float64 full SVD (1 - |cos|, worst sample):
 
 - ``svd``: torch.linalg.svd of the HW x C float32 matrix, autograd backward (the baseline);
-- ``auto``: mhgd.methods.svd as used, eigh of the smaller Gram matrix in float32, redone in
-  float64 for a batch whose spectrum is too spread for float32;
-- ``gram32``, ``gram64``: the same forced to float32 or float64.
+- ``auto``: mhgd.methods.svd as used: the teacher's vector from Gram squarings and a small
+  Krylov space; the student's from eigh of the smaller Gram matrix in float32, its top k
+  refined by one float64 subspace iteration and Rayleigh-Ritz (the same work for every batch:
+  no value is read back to decide);
+- ``gram32``, ``gram64``: eigh of the Gram matrix for both, forced to float32 or float64.
 
 Two more tables use maps with a spread spectrum, singular values sigma_j = 10^(-j/4) (float32
-copes, ``auto`` stays in float32) and 10^(-j) (forced float32 loses the 4th vector, ``auto``
-switches to float64).
+copes) and 10^(-j) (forced float32 loses the 4th vector, ``auto`` keeps it).
 
 The machine may be shared: every method runs once per round, in turn, and the best round counts.
 Run: python benchmarks/bench_compression.py [--rounds 3] [--batch 128] [--threads N]

@@ -132,6 +132,7 @@ def _classifier_task(ctx: Context, model_cfg: Any) -> ClassifierTask:
         Distiller(None, model, None).to(ctx.device),
         autocast=_autocast(ctx.cfg),
         channels_last=bool(ctx.cfg.runtime.get("channels_last")),
+        compile=bool(ctx.cfg.runtime.get("compile")),
     )
 
 
@@ -222,6 +223,7 @@ def train_student(
                 teacher,
                 autocast=_autocast(cfg),
                 channels_last=bool(cfg.runtime.get("channels_last")),
+                compile=bool(cfg.runtime.get("compile")),
             )
 
         result, _ = StageRun(placed, ctx).execute(make, artifacts)

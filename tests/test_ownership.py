@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mhgd.engine.loop import Diverged
 from mhgd.errors import ConfigError
 from mhgd.files import LEASE_S, Busy, Lease
 from mhgd.pipeline import run
@@ -119,7 +120,7 @@ def test_a_live_lease_names_its_owner_and_a_dead_one_is_taken_over(tmp_path: Pat
 
 def test_a_diverging_teacher_fails_is_not_cached_and_starts_no_student(tmp_path: Path) -> None:
     diverge = ("method=soft_logits", "schedule.lr=1e6")
-    with pytest.raises(ConfigError, match="diverged"):
+    with pytest.raises(Diverged, match="diverged"):
         _train(tmp_path, "student", *diverge)
     (teacher,) = (r for r in find_runs(tmp_path / "store") if r.read_record().stage == "teacher")
     assert teacher.read_result().status == "failed"

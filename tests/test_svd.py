@@ -135,6 +135,23 @@ def test_spread_spectra_are_redone_in_float64():
     assert (forced.double() * fourth.double()).sum(dim=1).min() < 0.9
 
 
+@pytest.mark.parametrize("decades", [1.0, 0.25, 0.02], ids=["spread", "mild", "near-degenerate"])
+@pytest.mark.parametrize(("channels", "size"), [(48, 8), (96, 4)], ids=["HW>C", "HW<C"])
+def test_teacher_vector_by_iteration_matches_a_float64_svd(decades, channels, size):
+    # Gram matrices this size take the iteration (squarings and a Krylov space), not eigh.
+    # sigma_2 / sigma_1 = 10^-0.02 = 0.955 is a hard case for power iterations.
+    generator = torch.Generator().manual_seed(0)
+    rank = min(channels, size * size)
+    shapes = (8, size * size, rank), (8, channels, rank)
+    left, right = (torch.linalg.qr(torch.randn(s, generator=generator).double())[0] for s in shapes)
+    matrix = left * 10.0 ** (-decades * torch.arange(rank, dtype=torch.float64)) @ right.mT
+    features = matrix.mT.reshape(8, channels, size, size).float()
+    reference = reference_vectors(features, 1)[:, :, 0]
+    teacher = svd.teacher_vectors(features, sign="none")
+    assert teacher.dtype == torch.float32
+    assert (1 - (teacher.double() * reference).sum(dim=1).abs()).max() < 1e-6
+
+
 def test_float64_maps_are_computed_to_float64_precision():
     features = random_maps(8, 6, 3, 3).double()
     reference = reference_vectors(features, 1)[:, :, 0]
@@ -160,14 +177,32 @@ def test_bad_input_is_rejected_with_a_reason():
         svd.teacher_vectors(features.flatten(2))
     with pytest.raises(TypeError, match="floating point"):
         svd.teacher_vectors(features.long())
-    with pytest.raises(ValueError, match="NaN or inf"):
-        svd.teacher_vectors(features.index_fill(2, torch.tensor([0]), float("nan")))
     with pytest.raises(ValueError, match="same channel count"):
         svd.student_vectors(random_maps(2, 5, 2, 2), teacher)
     with pytest.raises(ValueError, match="k must be >= 1"):
         svd.student_vectors(features, teacher, k=0)
     with pytest.raises(ValueError, match="compute_dtype"):
         svd.student_vectors(features, teacher, compute_dtype=torch.float16)
+
+
+@pytest.mark.parametrize(("height", "width"), [(4, 4), (1, 2)], ids=["HW>C", "HW<C"])
+def test_non_finite_maps_give_nan_vectors_without_a_host_check(height, width):
+    # A diverged network's maps: no exception (that would need a device-to-host read every
+    # step); the sample's vectors are NaN so the loss shows it, the others are unaffected, and
+    # the NaN gradient is zeroed and counted.
+    features = random_maps(3, 4, height, width)
+    broken = features.clone()
+    broken[1, 0, 0, 0] = float("nan")
+    teacher = svd.teacher_vectors(broken)
+    assert torch.isnan(teacher[1]).all()
+    torch.testing.assert_close(teacher[[0, 2]], svd.teacher_vectors(features)[[0, 2]])
+    counter = svd.ZeroedGradientCounter()
+    broken.requires_grad_()
+    student = svd.student_vectors(broken, svd.teacher_vectors(features), counter=counter)
+    assert torch.isnan(student[1]).all() and torch.isfinite(student[[0, 2]]).all()
+    student.sum().backward()
+    assert torch.equal(broken.grad[1], torch.zeros_like(broken.grad[1]))
+    assert torch.isfinite(broken.grad).all() and int(counter.take()) > 0
 
 
 def test_k_is_capped_by_the_matrix_size():

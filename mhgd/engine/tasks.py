@@ -1,7 +1,12 @@
-"""Training a classifier, alone or under a distillation method, as a task for the loop."""
+"""Training a classifier, alone or under a distillation method, as a task for the loop.
+
+Imports only torch and the package's torch modules (not the loop, which needs tqdm), so that
+benchmarks/bench_gpu.py runs on a machine that has nothing but torch.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any
 
@@ -9,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mhgd.engine.loop import Batches
-from mhgd.methods.base import Distiller, no_grad_teacher
+from mhgd.methods.base import Distiller, Stats, no_grad_teacher
 from mhgd.models.base import SensedModel
 
 
@@ -18,6 +22,9 @@ class ClassifierTask:
     """Cross-entropy plus whatever the method adds; top-1 accuracy (%) is the score.
 
     The teacher, when the method needs one, stays in eval mode and gets no gradient.
+    ``autocast`` runs the networks in that dtype (the methods compute their own numerics in
+    float32); ``compile`` runs them through ``torch.compile``, which shares their parameters,
+    so the state dict, checkpoints and exact resume are those of the plain modules.
     """
 
     score_name = "top1"
@@ -30,12 +37,16 @@ class ClassifierTask:
         *,
         autocast: torch.dtype | None = None,
         channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         if method.uses_teacher and teacher is None:
             raise ValueError(f"method {method.name!r} needs a teacher, none was given")
         self.model, self.method, self.teacher = model, method, teacher
         self.autocast, self.channels_last = autocast, channels_last
         self._device = next(model.parameters()).device
+        self._model: Any = torch.compile(model) if compile else model
+        self._teacher: Any = torch.compile(teacher) if compile and teacher is not None else teacher
+        self.summary_keys: tuple[str, ...] = ("ce", "top1")
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         own = [p for p in self.method.parameters() if p.requires_grad]
@@ -57,34 +68,38 @@ class ClassifierTask:
             return nullcontext()
         return torch.autocast(self._device.type, dtype=self.autocast)
 
-    def train_step(self, images: Tensor, labels: Tensor, epoch: int) -> dict[str, float]:
+    def train_step(self, images: Tensor, labels: Tensor, epoch: int) -> Stats:
         images = self._prepare(images)
         with self._precision():
-            out = self.model(images)
+            out = self._model(images)
             teacher_out = (
-                no_grad_teacher(self.teacher, images)
+                no_grad_teacher(self._teacher, images)
                 if self.teacher is not None and self.method.distils_in_main_stage
                 else None
             )
             terms = self.method.loss_terms(out, teacher_out, labels)
             ce = F.cross_entropy(out[0].float(), labels)
+        self.summary_keys = ("ce", *terms, "top1")
         stats = self.method.backward(ce, terms, list(self.model.parameters()), epoch)
-        top1 = (out[0].argmax(1) == labels).float().mean().item() * 100.0
-        row = {"ce": ce.item(), "top1": top1}
-        row.update({k: v.detach().float().item() for k, v in terms.items()})
+        top1 = (out[0].argmax(1) == labels).float().mean().double() * 100.0
+        row = {"ce": ce.detach(), "top1": top1}
+        row.update({k: v.detach().float() for k, v in terms.items()})
         row.update(stats)
         return row
 
     @torch.no_grad()
-    def evaluate(self, batches: Batches) -> dict[str, float]:
+    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
         self.model.eval()
-        correct, loss, total = 0, 0.0, 0
+        sums: Tensor | float = 0.0  # [correct, summed loss] on the device, read once
+        total = 0
         for images, labels in batches:
             with self._precision():
-                logits = self.model(self._prepare(images))[0].float()
-            loss += F.cross_entropy(logits, labels, reduction="sum").item()
-            correct += (logits.argmax(1) == labels).sum().item()
+                logits = self._model(self._prepare(images))[0].float()
+            loss = F.cross_entropy(logits, labels, reduction="sum")
+            correct = (logits.argmax(1) == labels).sum()
+            sums = sums + torch.stack([correct.double(), loss.double()])
             total += labels.numel()
+        correct, loss = torch.as_tensor(sums).tolist()
         return {"top1": 100.0 * correct / total, "ce": loss / total}
 
     def state_dict(self) -> dict[str, Any]:

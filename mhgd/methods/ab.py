@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from mhgd.config.schema import MethodConfig, bounded
 from mhgd.errors import ConfigError
-from mhgd.methods.base import register
+from mhgd.methods.base import float32_region, register
 from mhgd.methods.init_stage import InitConfig, InitialisationDistiller
 from mhgd.models.base import SensedModel, SensingPoint
 from mhgd.models.layers import he_init
@@ -115,6 +115,7 @@ class AB(InitialisationDistiller):
         for i, (link, s_map, t_map) in enumerate(
             zip(self.connectors, student_maps, teacher_maps, strict=True)
         ):
-            source = link(s_map).float()
-            total = total + 2.0**i * boundary_loss(source, t_map.float(), self.margin)
+            source = link(s_map).float()  # the connector is a network layer: its precision
+            with float32_region(source):
+                total = total + 2.0**i * boundary_loss(source, t_map.float(), self.margin)
         return self.weight * total

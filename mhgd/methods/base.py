@@ -12,6 +12,7 @@ from ``pre_stage_task`` and returns its final state through ``load_pre_stage``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -24,6 +25,9 @@ from mhgd.models.base import SensedModel, SensingPoint
 from mhgd.registry import Registry
 
 ModelOutput = tuple[Tensor, list[Tensor]]
+# Per-step statistics: 0-dim tensors left on the device. The training loop sums them there and
+# reads them once per epoch, so a step never waits for the GPU to finish.
+Stats = dict[str, Tensor]
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,12 @@ class Distiller(nn.Module):
 
     def backward(
         self, ce: Tensor, terms: Mapping[str, Tensor], params: Sequence[nn.Parameter], epoch: int
-    ) -> dict[str, float]:
+    ) -> Stats:
         """Fill ``.grad`` of ``params`` and of this module's own parameters.
 
         The default adds the losses; MHGD and KD-SVD clip their transfer gradient per tensor
-        instead. Returns extra scalars to log (e.g. counts of zeroed gradients).
+        instead. Returns extra statistics to log (e.g. counts of zeroed gradients), as 0-dim
+        tensors on the device.
         """
         total = self.ce_weight * ce
         for term in terms.values():
@@ -155,3 +160,13 @@ def no_grad_teacher(teacher: SensedModel, images: Tensor) -> ModelOutput:
     """The teacher's forward pass, frozen: no graph, eval-mode batch norm."""
     with torch.no_grad():
         return teacher(images)
+
+
+def float32_region(like: Tensor) -> AbstractContextManager[Any]:
+    """Autocast off on ``like``'s device: a method's own numerics run in the dtype given.
+
+    Under ``runtime.bf16`` the networks run in bf16, but singular vectors, attention logits,
+    softmax/KL, kernels and Gram matrices lose too much there (a graph KL came out negative):
+    a method casts its inputs to float32 and computes them inside this region.
+    """
+    return torch.autocast(like.device.type, enabled=False)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mhgd.config.schema import MethodConfig, bounded
 from mhgd.errors import ConfigError
-from mhgd.methods.base import register, require_same_channels
+from mhgd.methods.base import float32_region, register, require_same_channels
 from mhgd.methods.init_stage import InitConfig, InitialisationDistiller
 from mhgd.models.base import SensingPoint
 
@@ -58,10 +58,11 @@ def fsp_loss(student_maps: Sequence[Tensor], teacher_maps: Sequence[Tensor]) -> 
     total = student_maps[0].new_zeros((), dtype=torch.float32)
     student_pairs = itertools.pairwise(student_maps)
     teacher_pairs = itertools.pairwise(teacher_maps)
-    for (s_front, s_back), (t_front, t_back) in zip(student_pairs, teacher_pairs, strict=True):
-        student_flow = flow_matrix(s_front.float(), s_back.float())
-        teacher_flow = flow_matrix(t_front.float(), t_back.float()).detach()
-        total = total + (teacher_flow - student_flow).square().sum(dim=(1, 2)).mean() / 2
+    with float32_region(total):  # a Gram matrix in bf16 loses the small flows
+        for (s_front, s_back), (t_front, t_back) in zip(student_pairs, teacher_pairs, strict=True):
+            student_flow = flow_matrix(s_front.float(), s_back.float())
+            teacher_flow = flow_matrix(t_front.float(), t_back.float()).detach()
+            total = total + (teacher_flow - student_flow).square().sum(dim=(1, 2)).mean() / 2
     return total
 
 

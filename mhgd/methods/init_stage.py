@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from mhgd.config.schema import bounded
 from mhgd.errors import ConfigError
-from mhgd.methods.base import Distiller, ModelOutput, PreStage, no_grad_teacher
+from mhgd.methods.base import Distiller, ModelOutput, PreStage, Stats, no_grad_teacher
 from mhgd.models.base import SensedModel
 
 INIT_STAGE = "init"
@@ -116,6 +116,7 @@ class InitTask:
     """The init stage as a TrainingTask (mhgd.engine.loop): the distillation loss alone."""
 
     score_name = "neg_distill"
+    summary_keys = ("distill",)
 
     def __init__(self, method: InitialisationDistiller) -> None:
         self.method = method
@@ -134,21 +135,23 @@ class InitTask:
         teacher_maps = no_grad_teacher(self.method.teacher, images)[1]
         return self.method.distillation_loss(student_maps, teacher_maps), logits
 
-    def train_step(self, images: Tensor, labels: Tensor, epoch: int) -> dict[str, float]:
+    def train_step(self, images: Tensor, labels: Tensor, epoch: int) -> Stats:
         loss, _ = self._loss(images)
         loss.backward()
-        return {"distill": loss.item()}
+        return {"distill": loss.detach()}
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
         self.method.student.eval()
         self.method.eval()
-        loss_sum, correct, count = 0.0, 0, 0
+        sums: Tensor | float = 0.0  # [loss * n, correct] on the device, read once
+        count = 0
         for images, labels in batches:
             loss, logits = self._loss(images)
-            loss_sum += loss.item() * labels.numel()
-            correct += (logits.argmax(1) == labels).sum().item()
+            correct = (logits.argmax(1) == labels).sum()
+            sums = sums + torch.stack([loss.double() * labels.numel(), correct.double()])
             count += labels.numel()
+        loss_sum, correct = torch.as_tensor(sums).tolist()
         mean = loss_sum / count
         return {"distill": mean, "neg_distill": -mean, "top1": 100.0 * correct / count}
 

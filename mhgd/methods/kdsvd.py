@@ -30,7 +30,14 @@ from torch import Tensor, nn
 
 from mhgd.config.schema import MethodConfig, bounded, choice
 from mhgd.errors import ConfigError
-from mhgd.methods.base import Distiller, ModelOutput, register, require_same_channels
+from mhgd.methods.base import (
+    Distiller,
+    ModelOutput,
+    Stats,
+    float32_region,
+    register,
+    require_same_channels,
+)
 from mhgd.methods.mhgd import combine_clipped_gradients
 from mhgd.methods.svd import SIGN_RULES, ZeroedGradientCounter, student_vectors, teacher_vectors
 from mhgd.models.base import SensedModel, SensingPoint
@@ -132,21 +139,22 @@ class SingularVectorDistiller(Distiller, ABC):
     ) -> dict[str, Tensor]:
         if teacher_out is None:
             raise ValueError(f"{self.name} needs the teacher's feature maps; none were given")
-        t_vectors = [teacher_vectors(f, self.sign).float() for f in teacher_out[1]]
-        s_vectors = [
-            student_vectors(f, t, self.student_k, self.counter).float()
-            for f, t in zip(student_out[1], t_vectors, strict=True)
-        ]
-        return {"transfer": self.weight * self.transfer_loss(s_vectors, t_vectors)}
+        with float32_region(student_out[1][0]):
+            t_vectors = [teacher_vectors(f.float(), self.sign) for f in teacher_out[1]]
+            s_vectors = [
+                student_vectors(f.float(), t, self.student_k, self.counter)
+                for f, t in zip(student_out[1], t_vectors, strict=True)
+            ]
+            return {"transfer": self.weight * self.transfer_loss(s_vectors, t_vectors)}
 
     def backward(
         self, ce: Tensor, terms: Mapping[str, Tensor], params: Sequence[nn.Parameter], epoch: int
-    ) -> dict[str, float]:
+    ) -> Stats:
         if self.clips:
             stats = combine_clipped_gradients(ce, terms["transfer"], params, self.beta, epoch)
         else:
             stats = super().backward(ce, terms, params, epoch)
-        stats["zeroed_svd_grads"] = float(self.counter.take())
+        stats["zeroed_svd_grads"] = self.counter.take()
         return stats
 
 

@@ -30,6 +30,8 @@ from mhgd.methods.base import (
     Distiller,
     ModelOutput,
     PreStage,
+    Stats,
+    float32_region,
     register,
     require_same_channels,
 )
@@ -203,13 +205,14 @@ def _gradients(loss: Tensor, params: Sequence[Tensor], retain: bool) -> Sequence
 
 def combine_clipped_gradients(
     ce: Tensor, transfer: Tensor, params: Sequence[Tensor], beta: float, epoch: int
-) -> dict[str, float]:
+) -> Stats:
     """Set p.grad = g_CE + clip_by_norm(g_transfer, beta * ||g_CE|| * sigmoid(e)) per tensor.
 
     The section-5 rule (code): the transfer gradient of a tensor may never outgrow that tensor's
     classification gradient times beta * sigmoid(e). A tensor without transfer gradient gets g_CE;
     one with neither keeps no gradient. Weight decay is the optimiser's. Replaces ``.grad``.
-    Returns the fraction of tensors whose transfer gradient was clipped and global norms.
+    Returns the fraction of tensors whose transfer gradient was clipped and global norms, as
+    0-dim tensors on the device (reading them here would stall a GPU every step).
     """
     if ce.dim() != 0 or transfer.dim() != 0:
         raise ValueError("the cross-entropy and transfer losses must be scalars (0-dim tensors)")
@@ -221,7 +224,7 @@ def combine_clipped_gradients(
     factor = beta * warmup(epoch)
     ce_grads = _gradients(ce, params, retain=True)
     transfer_grads = _gradients(transfer, params, retain=False)
-    # Running sums on the device, read once: clipped tensors (a 0/1 flag, equal to its square),
+    # Running sums on the device: clipped tensors (a 0/1 flag, equal to its square),
     # ||g_CE||^2, ||g_transfer||^2 before and after clipping.
     totals = torch.zeros(4, dtype=torch.float64, device=params[0].device)
     with_transfer = 0
@@ -245,12 +248,12 @@ def combine_clipped_gradients(
         )
         totals += stats.double().square()
         param.grad = g_ce + limited
-    clipped, ce_sq, transfer_sq, applied_sq = totals.tolist()
+    clipped, ce_sq, transfer_sq, applied_sq = totals.unbind()
     return {
-        "transfer_clipped_fraction": clipped / with_transfer if with_transfer else 0.0,
-        "ce_grad_norm": math.sqrt(ce_sq),
-        "transfer_grad_norm": math.sqrt(transfer_sq),
-        "transfer_grad_norm_applied": math.sqrt(applied_sq),
+        "transfer_clipped_fraction": clipped / max(with_transfer, 1),
+        "ce_grad_norm": ce_sq.sqrt(),
+        "transfer_grad_norm": transfer_sq.sqrt(),
+        "transfer_grad_norm_applied": applied_sq.sqrt(),
     }
 
 
@@ -266,12 +269,27 @@ class MhanTask:
     """
 
     score_name = "cos"
+    summary_keys = ("loss",)
 
-    def __init__(self, teacher: SensedModel, heads: nn.ModuleList, drop_head: bool, sign: str):
+    def __init__(
+        self,
+        teacher: SensedModel,
+        heads: nn.ModuleList,
+        drop_head: bool,
+        sign: str,
+        *,
+        autocast: torch.dtype | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        """``autocast``, ``channels_last`` and ``compile`` apply to the teacher's forward pass
+        (as in ClassifierTask); the vectors, heads and estimators always run in float32."""
         self.teacher, self.heads, self.sign = teacher, heads, sign
         self.estimators = nn.ModuleList(
             Estimator(h.d_front, h.d_back, h.heads, drop_head=drop_head) for h in heads
         ).to(next(heads.parameters()).device)
+        self.autocast, self.channels_last = autocast, channels_last
+        self._teacher: Any = torch.compile(teacher) if compile else teacher
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [*self.heads.parameters(), *self.estimators.parameters()]
@@ -282,35 +300,39 @@ class MhanTask:
         self.estimators.train()
 
     def _losses(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
-        with torch.no_grad():
-            vectors = [teacher_vectors(f, self.sign) for f in self.teacher(images)[1]]
-        total, cosines = images.new_zeros(()), []
-        for m, (heads, estimator) in enumerate(zip(self.heads, self.estimators, strict=True)):
-            v_front, v_back = vectors[m], vectors[m + 1]
-            loss, cosine = mhan_loss(estimator(heads(v_front, v_back), v_front), v_back)
-            total = total + loss
-            cosines.append(cosine)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        precision = torch.autocast(images.device.type, self.autocast, self.autocast is not None)
+        with torch.no_grad(), precision:
+            maps = self._teacher(images)[1]
+        with float32_region(images):
+            with torch.no_grad():
+                vectors = [teacher_vectors(f.float(), self.sign) for f in maps]
+            total, cosines = images.new_zeros((), dtype=torch.float32), []
+            for m, (heads, estimator) in enumerate(zip(self.heads, self.estimators, strict=True)):
+                v_front, v_back = vectors[m], vectors[m + 1]
+                loss, cosine = mhan_loss(estimator(heads(v_front, v_back), v_front), v_back)
+                total = total + loss
+                cosines.append(cosine)
         return total, cosines
 
-    def train_step(self, images: Tensor, labels: Tensor, epoch: int) -> dict[str, float]:
+    def train_step(self, images: Tensor, labels: Tensor, epoch: int) -> Stats:
         loss, cosines = self._losses(images)
         loss.backward()
-        return {"loss": loss.item(), **{f"cos_m{m + 1}": c.item() for m, c in enumerate(cosines)}}
+        return {"loss": loss.detach(), **{f"cos_m{m + 1}": c for m, c in enumerate(cosines)}}
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
         self.heads.eval()
         self.estimators.eval()
-        sums: dict[str, float] = {}
+        sums: Tensor | float = 0.0  # [loss, cos_m1, ...] weighted by batch size, on the device
         count = 0
         for images, _ in batches:
             loss, cosines = self._losses(images)
-            n = images.shape[0]
-            sums["loss"] = sums.get("loss", 0.0) + loss.item() * n
-            for m, cosine in enumerate(cosines):
-                sums[f"cos_m{m + 1}"] = sums.get(f"cos_m{m + 1}", 0.0) + cosine.item() * n
-            count += n
-        row = {k: v / count for k, v in sums.items()}
+            sums = sums + torch.stack([loss, *cosines]).double() * images.shape[0]
+            count += images.shape[0]
+        names = ["loss", *(f"cos_m{m + 1}" for m in range(len(self.heads)))]
+        row = dict(zip(names, (torch.as_tensor(sums) / count).tolist(), strict=True))
         row["cos"] = sum(row[f"cos_m{m + 1}"] for m in range(len(self.heads))) / len(self.heads)
         return row
 
@@ -432,7 +454,8 @@ class MHGD(Distiller):
         if stage.name != "mhan":
             return super().pre_stage_task(stage)
         self.heads.requires_grad_(True)
-        return MhanTask(self._teacher[0], self.heads, bool(stage.config["drop_head"]), self.sign)
+        drop_head = bool(stage.config["drop_head"])
+        return MhanTask(self._teacher[0], self.heads, drop_head, self.sign, **runtime)
 
     def load_pre_stage(self, stage: PreStage, task_state: Mapping[str, Any]) -> None:
         if stage.name != "mhan":
@@ -452,24 +475,25 @@ class MHGD(Distiller):
         if teacher_out is None or not len(self.heads):
             return {}
         student_maps = student_out[1]
-        if self.adapters is not None:
+        if self.adapters is not None:  # network layers: they run in the networks' precision
             student_maps = [adapt(f) for adapt, f in zip(self.adapters, student_maps, strict=True)]
-        t_vectors = [teacher_vectors(f, self.sign) for f in teacher_out[1]]
-        s_vectors = [
-            student_vectors(f, t, self.student_k, self.counter)
-            for f, t in zip(student_maps, t_vectors, strict=True)
-        ]
-        loss = student_maps[0].new_zeros((), dtype=torch.float32)
-        for m, heads in enumerate(self.heads):
-            with torch.no_grad():
-                s_teacher = heads(t_vectors[m], t_vectors[m + 1])
-            s_student = heads(s_vectors[m].float(), s_vectors[m + 1].float())
-            loss = loss + transfer_loss(s_student, s_teacher.float())
+        with float32_region(student_maps[0]):
+            t_vectors = [teacher_vectors(f.float(), self.sign) for f in teacher_out[1]]
+            s_vectors = [
+                student_vectors(f.float(), t, self.student_k, self.counter)
+                for f, t in zip(student_maps, t_vectors, strict=True)
+            ]
+            loss = student_maps[0].new_zeros((), dtype=torch.float32)
+            for m, heads in enumerate(self.heads):
+                with torch.no_grad():
+                    s_teacher = heads(t_vectors[m], t_vectors[m + 1])
+                s_student = heads(s_vectors[m], s_vectors[m + 1])
+                loss = loss + transfer_loss(s_student, s_teacher)
         return {"transfer": loss}
 
     def backward(
         self, ce: Tensor, terms: Mapping[str, Tensor], params: Sequence[nn.Parameter], epoch: int
-    ) -> dict[str, float]:
+    ) -> Stats:
         if "transfer" not in terms:
             return super().backward(ce, terms, params, epoch)
         own = [p for p in self.parameters() if p.requires_grad]  # the optional adapters
@@ -478,5 +502,5 @@ class MHGD(Distiller):
             for param, grad in zip(own, grads, strict=True):
                 param.grad = grad
         stats = combine_clipped_gradients(ce, terms["transfer"], params, self.beta, epoch)
-        stats["zeroed_svd_grads"] = float(self.counter.take())
+        stats["zeroed_svd_grads"] = self.counter.take()
         return stats

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from mhgd.config.schema import MethodConfig, bounded
 from mhgd.errors import ConfigError
-from mhgd.methods.base import Distiller, ModelOutput, register
+from mhgd.methods.base import Distiller, ModelOutput, float32_region, register
 from mhgd.models.base import SensedModel, SensingPoint
 
 
@@ -31,9 +31,10 @@ def soft_logits_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float)
         )
     if not tau > 0:
         raise ValueError(f"the temperature tau must be > 0, got {tau}")
-    log_student = F.log_softmax(student_logits.float() / tau, dim=1)
-    log_teacher = F.log_softmax(teacher_logits.float() / tau, dim=1)
-    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
+    with float32_region(student_logits):
+        log_student = F.log_softmax(student_logits.float() / tau, dim=1)
+        log_teacher = F.log_softmax(teacher_logits.float() / tau, dim=1)
+        return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
 
 
 @dataclass

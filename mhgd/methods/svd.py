@@ -3,10 +3,25 @@
 Each map X (N x C x H x W) is read per sample as the HW x C matrix M (no mean-centering); its
 top right singular vectors are unit vectors in channel space. They are the eigenvectors of the
 smaller of the two Gram matrices, M^T M (C x C) or M M^T (HW x HW): at the paper's sensing
-points that is at most 128 x 128, and 3-4x faster than an SVD of M (see
-benchmarks/bench_compression.py). The Gram matrix squares the spread of the singular values:
-float32 matches a float32 SVD's accuracy unless that spread is large, and then float64 is used
-(``_solve``). The result comes back in the input dtype.
+points that is at most 128 x 128, and several times faster than an SVD of M (see
+benchmarks/bench_compression.py).
+
+Precision without host reads (``_solve``). The Gram matrix squares the spread of the singular
+values, so a float32 eigendecomposition alone loses the student's 4th vector when its singular
+value is below ~3% of the first. Instead of checking the spectrum on the host and redoing the
+batch in float64 (a device-to-host read every step), the automatic policy is the same for
+every batch: the float32 eigenvectors start one float64 subspace iteration on a block of 2k
+vectors, followed by a Rayleigh-Ritz step, which recovers the top k to float64 accuracy at the
+cost of a few thin matrix products. The teacher's single vector needs no full
+eigendecomposition at all (``_top_vector``): a few squarings of the Gram matrix and a small
+Krylov space give it to float64 accuracy, 3-4x faster than the eigensolver.
+
+Non-finite maps are guarded on the device: the eigensolver sees zeros, the sample's vectors
+come out NaN (so the loss shows the divergence) and its gradient is zeroed and counted. One
+read remains that this module cannot remove: torch's eigh checks its solver's error codes on
+the host after every call (``_linalg_check_errors``), so on a GPU each eigh call (the student's
+two per sensing point, the teacher's one small Ritz problem) waits for the queue; only an
+eigensolver written in tensor operations would avoid it.
 
 The backward pass is written out (``_TopSingularVectors``) because the generic eigh/svd
 backward divides by every eigenvalue gap, including the gaps between discarded, repeated
@@ -31,8 +46,9 @@ STUDENT_VECTORS = 4  # (code) the student offers 4 candidates, aligned to the te
 class ZeroedGradientCounter:
     """Counts the compression's gradient terms that were undefined or non-finite and set to zero.
 
-    The count stays on the tensors' device so backward never waits for it; ``take`` reads and
-    resets it, once per logging step. A lock makes it safe for autograd's worker threads.
+    The count stays on the tensors' device so backward never waits for it; ``take`` returns it
+    (still on the device: the training loop reads its statistics once per epoch) and resets
+    it. A lock makes it safe for autograd's worker threads.
     """
 
     def __init__(self) -> None:
@@ -43,10 +59,10 @@ class ZeroedGradientCounter:
         with self._lock:
             self._total = self._total + count
 
-    def take(self) -> int:
+    def take(self) -> Tensor:
         with self._lock:
             total, self._total = self._total, 0
-        return int(total)
+        return torch.as_tensor(total)
 
 
 # The process-wide default; the trainer logs ``ZEROED_GRADIENTS.take()``.
@@ -102,51 +118,113 @@ def _tolerance(values: Tensor) -> Tensor:
     return size * torch.finfo(values.dtype).eps * values[:, :1].clamp_min(0)
 
 
-def _descending_eigh(gram: Tensor) -> tuple[Tensor, Tensor]:
-    diagonal = gram.diagonal(dim1=-2, dim2=-1)  # sums of squares: any NaN/inf shows here
-    if not bool(torch.isfinite(diagonal).all()):
-        raise ValueError(
-            "feature maps contain NaN or inf, so their singular vectors are undefined; "
-            "the network has diverged (lower the learning rate or check the inputs)"
-        )
-    values, vectors = torch.linalg.eigh(gram)
-    return values.flip(-1), vectors.flip(-1)
+def _descending_eigh(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Eigenpairs, largest first, and which samples were finite (decided on the device).
+
+    A non-finite Gram matrix (NaN/inf maps: a diverged network) would make the eigensolver
+    fail; its sample is solved as zeros instead and flagged.
+    """
+    finite = torch.isfinite(gram.diagonal(dim1=-2, dim2=-1)).all(dim=-1)  # sums of squares
+    values, vectors = torch.linalg.eigh(torch.where(finite[:, None, None], gram, 0.0))
+    return values.flip(-1), vectors.flip(-1), finite
 
 
-def _top_vectors(channel_matrix: Tensor, k: int) -> dict[str, Tensor]:
+# (choice, numerical) The automatic policy refines a block of this many vectors per returned
+# vector: with 2k, one subspace iteration brings the top k of spread spectra (sigma_j = 10^-j)
+# to float64 accuracy (benchmarks/bench_compression.py).
+REFINED_BLOCK_FACTOR = 2
+
+
+def _refined(
+    small: Tensor, values: Tensor, vectors: Tensor, finite: Tensor, k: int
+) -> tuple[Tensor, Tensor]:
+    """Float64 eigenpairs whose top k are refined from float32 ones; the rest kept orthogonal.
+
+    ``small`` is the (N, n, m) matrix Y whose Gram Y Y^T was decomposed. One subspace iteration
+    Y (Y^T B) on the top 2k float32 vectors B, then Rayleigh-Ritz on that block, both in
+    float64 and through Y itself, never through the squared (float32) Gram matrix.
+    """
+    block_size = min(values.shape[-1], REFINED_BLOCK_FACTOR * k)
+    y = torch.where(finite[:, None, None], small.double(), 0.0)
+    block = vectors[..., :block_size].double()
+    block = torch.linalg.qr(y @ (y.mT @ block)).Q
+    projected = y.mT @ block
+    ritz_values, ritz_vectors = torch.linalg.eigh(projected.mT @ projected)
+    top = block @ ritz_vectors.flip(-1)[..., :k]
+    rest = vectors[..., k:].double()
+    rest = rest - top @ (top.mT @ rest)
+    all_values = torch.cat([ritz_values.flip(-1)[:, :k], values[:, k:].double()], dim=-1)
+    return all_values, torch.cat([top, rest], dim=-1)
+
+
+def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tensor]:
     """Top-k right singular vectors of M from the smaller Gram matrix, plus what backward needs.
 
     A vector whose singular value is zero (rank below k, an all-zero map) is returned as zeros:
-    the map has no such direction, and any unit vector would be an arbitrary invention.
+    the map has no such direction, and any unit vector would be an arbitrary invention. With
+    ``refine`` the float32 eigenpairs are refined in float64 (``_refined``) and everything
+    returned is float64.
     """
     channels, positions = channel_matrix.shape[1:]
-    if positions >= channels:
-        # M^T M = X X^T (C x C): its eigenvectors are the right singular vectors.
-        values, vectors = _descending_eigh(channel_matrix @ channel_matrix.mT)
-        present = values[:, :k] > _tolerance(values)
-        top = vectors[..., :k] * present.unsqueeze(1)
-        return {"values": values, "vectors": vectors, "present": present, "top": top}
-    # M M^T = X^T X (HW x HW): its eigenvectors are the left singular vectors u, and
+    from_left_vectors = positions < channels
+    # Y with Gram Y Y^T: X (C x HW) gives M^T M, whose eigenvectors are the right singular
+    # vectors; X^T gives M M^T, whose eigenvectors u are the left ones, and then
     # v = M^T u / sigma, with sigma = ||M^T u|| for an exactly unit-length v.
-    values, vectors = _descending_eigh(channel_matrix.mT @ channel_matrix)
+    small = channel_matrix.mT if from_left_vectors else channel_matrix
+    values, vectors, finite = _descending_eigh(small @ small.mT)
+    if refine:
+        values, vectors = _refined(small, values, vectors, finite, k)
+        channel_matrix = channel_matrix.double()
     present = values[:, :k] > _tolerance(values)
-    scaled = channel_matrix @ vectors[..., :k]
-    lengths = torch.where(present, scaled.norm(dim=1), 1.0)
-    top = scaled / lengths.unsqueeze(1) * present.unsqueeze(1)
-    return {
-        "values": values,
-        "vectors": vectors,
-        "present": present,
-        "top": top,
-        "lengths": lengths,
-    }
+    result = {"values": values, "vectors": vectors, "present": present}
+    if not from_left_vectors:
+        top = vectors[..., :k] * present.unsqueeze(1)
+    else:
+        scaled = channel_matrix @ vectors[..., :k]
+        lengths = torch.where(present, scaled.norm(dim=1), 1.0)
+        top = scaled / lengths.unsqueeze(1) * present.unsqueeze(1)
+        result["lengths"] = lengths
+    # A non-finite map has no singular vectors: NaN makes the loss show it.
+    result["top"] = torch.where(finite[:, None, None], top, torch.nan)
+    return result
 
 
-# float32 Gram eigenvectors are off by about sigma_1 / (2 sigma_j) times a float32 SVD's error,
-# because the Gram matrix squares the spread of the singular values. A batch in which some
-# sample's k-th eigenvalue is below this fraction of its first (sigma_k < 3% of sigma_1) is
-# redone in float64. (choice, numerical)
-FLOAT32_EIGENVALUE_RANGE = 1e-3
+# (choice, numerical) The teacher's vector: the Gram matrix G is squared this many times (G^8
+# separates lambda_1 from lambda_2 even at lambda_2 / lambda_1 = 0.9), then the top Ritz vector
+# of G in the Krylov space of G^8 of this size is taken, in float64.
+SQUARINGS = 3
+KRYLOV_SIZE = 6
+
+
+def _top_vector(channel_matrix: Tensor) -> dict[str, Tensor]:
+    """The top right singular vector of M without a full eigendecomposition (no gradient)."""
+    channels, positions = channel_matrix.shape[1:]
+    from_left_vectors = positions < channels
+    small = channel_matrix.mT if from_left_vectors else channel_matrix
+    gram = small @ small.mT
+    finite = torch.isfinite(gram.diagonal(dim1=-2, dim2=-1)).all(dim=-1)
+    gram = torch.where(finite[:, None, None], gram, 0.0)
+    trace = gram.diagonal(dim1=-2, dim2=-1).sum(dim=-1)  # >= lambda_1: keeps G^8 <= 1
+    power = gram / trace.clamp_min(torch.finfo(gram.dtype).tiny)[:, None, None]
+    for _ in range(SQUARINGS):
+        power = power @ power
+    # Start from the column of G^8 with the largest diagonal entry: nearly the top vector.
+    start = power.diagonal(dim1=-2, dim2=-1).argmax(dim=-1)
+    column = power.gather(-1, start[:, None, None].expand(-1, power.shape[1], 1))
+    krylov = []
+    for _ in range(KRYLOV_SIZE):
+        column = column / column.norm(dim=1, keepdim=True).clamp_min(torch.finfo(gram.dtype).tiny)
+        krylov.append(column)
+        column = power @ column
+    basis = torch.linalg.qr(torch.cat(krylov, dim=-1).double()).Q
+    ritz_values, ritz_vectors = torch.linalg.eigh(basis.mT @ gram.double() @ basis)
+    top = basis @ ritz_vectors[..., -1:]
+    if from_left_vectors:  # v = M^T u / ||M^T u||
+        top = channel_matrix.double() @ top
+        top = top / top.norm(dim=1, keepdim=True).clamp_min(torch.finfo(top.dtype).tiny)
+    present = ritz_values[:, -1:] > 0  # an all-zero map has no direction
+    top = top * present.unsqueeze(1)
+    return {"top": torch.where(finite[:, None, None], top, torch.nan)}
 
 
 def _check_compute_dtype(requested: torch.dtype | None) -> None:
@@ -157,28 +235,25 @@ def _check_compute_dtype(requested: torch.dtype | None) -> None:
         )
 
 
-def _needs_float64(values: Tensor, k: int) -> bool:
-    strongest = values[:, 0]
-    return bool(((values[:, k - 1] < FLOAT32_EIGENVALUE_RANGE * strongest) & (strongest > 0)).any())
-
-
 def _solve(
-    features: Tensor, k: int, requested: torch.dtype | None
+    features: Tensor, k: int, requested: torch.dtype | None, backward: bool = False
 ) -> tuple[dict[str, Tensor], torch.dtype]:
-    """The top-k vectors in the precision they need, and that precision.
+    """The top-k vectors in the precision they need, and the dtype for the backward's products.
 
-    Automatic (``requested`` None): float64 maps in float64; others in float32 (a float32 map
-    is only known to float32 precision, and the float32 Gram route matches a float32 SVD's
-    deviation from a float64 SVD, see benchmarks/bench_compression.py), unless the spectrum is
-    too spread for float32 (``FLOAT32_EIGENVALUE_RANGE``).
+    Automatic (``requested`` None): one vector without ``backward`` (the teacher's) by
+    iteration (``_top_vector``); otherwise from the
+    eigendecomposition, float64 maps in float64, others in float32 with the top k refined in
+    float64 (see the module docstring). The policy depends only on the dtype and k, never on
+    the values, so it costs no device-to-host read. Forced dtypes use the eigendecomposition.
     """
-    automatic = requested is None
     dtype = requested or (torch.float64 if features.dtype == torch.float64 else torch.float32)
     with torch.autocast(features.device.type, enabled=False):
-        result = _top_vectors(_channel_matrix(features, dtype), k)
-        if automatic and dtype == torch.float32 and _needs_float64(result["values"], k):
-            dtype = torch.float64
-            result = _top_vectors(_channel_matrix(features, dtype), k)
+        matrix = _channel_matrix(features, dtype)
+        if requested is None and k == 1 and not backward:
+            result = _top_vector(matrix)
+            return result, result["top"].dtype
+        result = _top_vectors(matrix, k, refine=requested is None and dtype == torch.float32)
+    # The backward's products run in the maps' precision; its gap decisions use ``values``.
     return result, dtype
 
 
@@ -195,6 +270,7 @@ def _eigenvector_backward(
     gaps = values[:, None, :k] - values[:, :, None]  # [a, j] = lambda_j - lambda_a
     resolvable = gaps.abs() > _tolerance(values).unsqueeze(-1)
     inverse_gaps = torch.where(resolvable, 1.0 / torch.where(resolvable, gaps, 1.0), 0.0)
+    inverse_gaps = inverse_gaps.to(projected.dtype)
     off_diagonal = ~torch.eye(values.shape[1], k, dtype=torch.bool, device=values.device)
     counter.add((~resolvable & off_diagonal & (projected != 0)).sum())
     weighted = vectors @ (inverse_gaps * projected) @ vectors[..., :k].mT
@@ -202,9 +278,7 @@ def _eigenvector_backward(
 
 
 def _zero_non_finite(grad: Tensor, counter: ZeroedGradientCounter) -> Tensor:
-    """Zero and count non-finite entries; a per-sample sum finds them without a full scan."""
-    if bool(torch.isfinite(grad.sum(dim=tuple(range(1, grad.dim())))).all()):
-        return grad
+    """Zero and count non-finite entries, on the device (no branch on the values)."""
     finite = torch.isfinite(grad)
     counter.add((~finite).sum())
     return torch.where(finite, grad, 0.0)
@@ -221,12 +295,14 @@ class _TopSingularVectors(torch.autograd.Function):
         compute_dtype: torch.dtype | None,
         counter: ZeroedGradientCounter,
     ) -> Tensor:
-        result, ctx.compute_dtype = _solve(features, k, compute_dtype)
+        result, ctx.compute_dtype = _solve(features, k, compute_dtype, backward=True)
         ctx.counter = counter
         ctx.from_left_vectors = "lengths" in result
-        saved = [result["values"], result["vectors"], result["present"], result["top"]]
+        dtype = ctx.compute_dtype  # the values keep their (refined) precision
+        saved = [result["values"], result["vectors"].to(dtype), result["present"]]
+        saved.append(result["top"].to(dtype))
         if ctx.from_left_vectors:
-            saved.append(result["lengths"])
+            saved.append(result["lengths"].to(dtype))
         ctx.save_for_backward(features, *saved)
         return result["top"].to(features.dtype)
 
