@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+import mhgd.config.spine  # noqa: F401  (registers the run-folder resolver train.yaml uses)
 from mhgd.config import ConfigError, plain_config
 from mhgd.secrets import mask_text, redact
 

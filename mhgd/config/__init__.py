@@ -2,65 +2,33 @@
 the typed schemas every composed config is held to.
 
 ``mhgd-train``, the sweeps, the cluster layer, the tests and the benchmarks all compose through
-here, so they see the same config and the same checks. Importing it is cheap (no torch): the
-CLI's ``--help`` and tab completion import it.
+here, so they see the same config and the same checks. Importing the package is cheap: no torch
+(the CLI's ``--help`` and tab completion import it), and neither Hydra nor OmegaConf (the
+networks and methods import their schemas on machines that may have torch alone); each name
+loads its module on first use.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-from pathlib import Path
+import importlib
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
-from mhgd.config.schema import check, check_section, plain_config
 from mhgd.errors import ConfigError
-from mhgd.secrets import mask_text
 
-__all__ = [
-    "CONF_DIR",
-    "MAX_DIRNAME",
-    "ConfigError",
-    "check",
-    "check_section",
-    "compose",
-    "dirname",
-    "hydra_run_dir",
-    "plain_config",
-]
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-MAX_DIRNAME = 120
+_HOMES = {
+    "CONF_DIR": "spine",
+    "MAX_DIRNAME": "spine",
+    "compose": "spine",
+    "dirname": "spine",
+    "hydra_run_dir": "spine",
+    "check": "schema",
+    "check_section": "schema",
+    "plain_config": "schema",
+}
+__all__ = ["ConfigError", *_HOMES]
 
 
-def dirname(overrides: str) -> str:
-    """Run folder name from the command-line overrides ('default' when there are none).
-
-    The same overrides always give the same name, so re-running a command resumes its run.
-    Secrets (a password in a URL, a value under a secret key, a secret environment value) are
-    masked before the name is made. A long list is cut and suffixed with a hash of all of it:
-    file names stop at 255 bytes.
-    """
-    name = mask_text(overrides).replace("/", "_") or "default"
-    if len(name) <= MAX_DIRNAME:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-    return f"{name[: MAX_DIRNAME - 13]}-{digest}"
-
-
-OmegaConf.register_new_resolver("mhgd_dirname", dirname, replace=True)
-
-
-def compose(overrides: Sequence[str], *, with_hydra: bool = False) -> DictConfig:
-    """The config ``mhgd-train <overrides>`` would run (with its hydra node if asked)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("train", overrides=list(overrides), return_hydra_config=with_hydra)
-
-
-def hydra_run_dir(overrides: Sequence[str]) -> Path:
-    """The folder ``mhgd-train <overrides>`` (or ``mhgd-train -m``) would write to."""
-    return Path(compose(overrides, with_hydra=True).hydra.run.dir)
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'mhgd.config' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mhgd.config.{_HOMES[name]}"), name)

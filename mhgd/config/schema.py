@@ -24,8 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+if typing.TYPE_CHECKING:  # OmegaConf loads only when a config is checked: the methods import
+    from omegaconf import DictConfig  # their schemas on machines that may have torch alone
+    from omegaconf.errors import OmegaConfBaseException
 
 from mhgd.errors import ConfigError
 
@@ -165,6 +166,8 @@ def _field_type(schema: type, path: Sequence[str]) -> Any:
 
 
 def _translate(exc: OmegaConfBaseException, prefix: str, schema: type) -> ConfigError:
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
     key = str(exc.full_key or exc.key or "")
     full = f"{prefix}{key}"
     if isinstance(exc, ConfigKeyError):
@@ -233,6 +236,9 @@ def _check_nesting(schema: type, values: Mapping[str, Any], prefix: str) -> None
 
 def check_section(schema: type, values: Mapping[str, Any], prefix: str) -> Any:
     """``values`` (a plain mapping) held to ``schema``; returns the typed, merged object."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     _check_nesting(schema, values, prefix)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), values)
@@ -245,6 +251,9 @@ def check_section(schema: type, values: Mapping[str, Any], prefix: str) -> Any:
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain containers, without Hydra's node."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     try:
         tree = OmegaConf.to_container(job, resolve=True)
