@@ -21,21 +21,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from mhgd.data import DATASETS, Batches, DataSpec, ImageSet, load_dataset
+from mhgd.data import (
+    DATASETS,
+    Batches,
+    DataSpec,
+    ImageSet,
+    describe_subset,
+    load_dataset,
+    training_set,
+)
 from mhgd.engine.checkpoint import load_checkpoint
 from mhgd.engine.loop import FitOutcome, LoopSettings, TrainingTask, fit
 from mhgd.engine.preemption import Preempted, StopRequest
 from mhgd.engine.tasks import ClassifierTask
 from mhgd.errors import ConfigError
 from mhgd.methods import Distiller, method_class
-from mhgd.models import MODEL_NAMES, SensedModel, build_model
+from mhgd.methods.mhgd import GraphProbe
+from mhgd.models import DEFAULT_INIT, MODEL_NAMES, SensedModel, build_model
 from mhgd.records import RunDir, RunRecord, RunResult, cell_id, git_commit
 from mhgd.stages import (
     CHECKPOINT_FILE,
     StageSpec,
     checkpoint_file,
+    given_teacher_key,
     plain,
     pre_stage_spec,
     student_spec,
@@ -84,6 +94,7 @@ def _model(cfg_model: Any, spec: DataSpec) -> SensedModel:
         image_size=spec.image_size,
         width=float(cfg_model.width),
         batch_norm=cfg_model.get("batch_norm"),
+        init=cfg_model.get("init") or DEFAULT_INIT,
     )
 
 
@@ -132,10 +143,11 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def _loop_settings(cfg: DictConfig) -> LoopSettings:
+def _loop_settings(cfg: DictConfig, weight_decay: float | None = None) -> LoopSettings:
+    """SGD settings from ``optim``; a stage with its own weight decay (the MHAN) keeps it."""
     return LoopSettings(
         momentum=float(cfg.optim.momentum),
-        weight_decay=float(cfg.optim.weight_decay),
+        weight_decay=float(cfg.optim.weight_decay if weight_decay is None else weight_decay),
         progress=cfg.runtime.get("progress"),
     )
 
@@ -178,6 +190,10 @@ def run_stage(
     existing = run.read_record() if run.has_record() else None
     record = _record(spec, ctx, existing)
     record.artifacts = dict(artifacts or {})
+    # -- training subset (mhgd.data.subset): the images this stage trains on
+    train = training_set(ctx.train, spec.identity["dataset"], spec.seed)
+    if (subset := describe_subset(spec.identity["dataset"], len(train))) is not None:
+        record.extra["train_subset"] = subset
     torch.manual_seed(spec.seed)
     task = make_task()
     checkpoint = spec.run_dir / CHECKPOINT_FILE
@@ -225,7 +241,7 @@ def run_stage(
                 schedule=spec.schedule,
                 train_batches=lambda epoch: iter(
                     Batches(
-                        ctx.train,
+                        train,
                         int(ctx.cfg.optim.batch_size),
                         device=ctx.device,
                         generator=_epoch_generator(spec.seed, epoch),
@@ -237,7 +253,7 @@ def run_stage(
                     ctx.eval, int(ctx.cfg.optim.batch_size), device=ctx.device
                 ),
                 checkpoint=checkpoint,
-                settings=_loop_settings(ctx.cfg),
+                settings=_loop_settings(ctx.cfg, spec.weight_decay),
                 stop=stop,
                 on_epoch=after_epoch,
             )
@@ -368,6 +384,9 @@ def train_student(
         artifacts[stage.name] = str(pre.run_dir)
     if prerequisites_only:
         return None
+    probe = None
+    if cfg.get("probe_mhan"):
+        probe, artifacts["probe_mhan"] = mhan_probe(ctx, cfg.probe_mhan)
 
     def make() -> ClassifierTask:
         return ClassifierTask(
@@ -376,10 +395,34 @@ def train_student(
             teacher,
             autocast=_autocast(cfg),
             channels_last=bool(cfg.runtime.get("channels_last")),
+            probe=probe,
         )
 
     result, _ = run_stage(spec, ctx, make, artifacts)
     return result
+
+
+# -- graph-KL probe through a cached MHAN (mhgd.methods.mhgd.GraphProbe) ------------------
+def _teacher_identity(cfg: DictConfig) -> str:
+    if cfg.teacher_checkpoint:
+        return given_teacher_key(cfg.teacher_checkpoint)
+    return teacher_spec(cfg, int(cfg.teacher_seed)).key
+
+
+def mhan_probe(ctx: Context, mhan_dir: str) -> tuple[GraphProbe, str]:
+    """Probe any student through the heads of a finished MHAN of this job's teacher."""
+    run = RunDir(mhan_dir)
+    if not run.is_finished() or run.read_record().stage != "mhan":
+        raise ConfigError(f"probe_mhan={mhan_dir} is not the run directory of a finished MHAN")
+    built_by = OmegaConf.create(run.read_config())
+    if _teacher_identity(built_by) != _teacher_identity(ctx.cfg):
+        raise ConfigError(
+            f"probe_mhan={mhan_dir} was trained on another teacher than this job's: probe a "
+            "student only through an MHAN of its own teacher"
+        )
+    teacher, _ = trained_teacher(ctx)
+    heads = load_checkpoint(run.file(CHECKPOINT_FILE))["task"]["heads"]
+    return GraphProbe.from_mhan(teacher, heads, built_by.method), str(run.path)
 
 
 def offer_to_store(ctx: Context, spec: StageSpec) -> None:

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import statistics
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,9 +22,18 @@ from wandb.apis.public.runs import Run
 
 from mhgd.errors import ConfigError
 from mhgd.pipeline import run
-from mhgd.report import aggregate, build_table, load_runs, to_latex, to_markdown
+from mhgd.records import RunDir, RunRecord, RunResult
+from mhgd.report import (
+    aggregate,
+    build_table,
+    load_runs,
+    rebuild_table,
+    to_latex,
+    to_markdown,
+)
 from mhgd.report.aggregate import summarise
 from mhgd.report.cli import main as report_main
+from mhgd.report.paired import paired_difference
 from mhgd.report.paper import COMPARISON_TABLES, TABLE4_HEADS
 from mhgd.report.runs import filter_runs, parse_filters
 from mhgd.report.schema import RUN_COLUMNS, run_frame
@@ -440,3 +450,176 @@ def test_paper_numbers_are_consistent() -> None:
     for table in COMPARISON_TABLES.values():
         for paper_row in table.rows:
             assert set(paper_row.numbers) == set(table.columns)
+
+
+# -- paired statistics --------------------------------------------------------------------
+def test_paired_difference_matches_a_hand_computation() -> None:
+    """Diffs 2, 1, 3, 2, 3 (seed 5 is unpaired): mean 2.2, sd sqrt(0.7), t = 2.2 / (sd / √5);
+    p from the closed form of Student's t with 4 degrees of freedom."""
+    values = {0: 70.0, 1: 72.0, 2: 71.0, 3: 74.0, 4: 73.0}
+    baseline = {0: 68.0, 1: 71.0, 2: 68.0, 3: 72.0, 4: 70.0, 5: 99.0}
+    result = paired_difference(values, baseline)
+    sd = math.sqrt(0.7)
+    t = 2.2 / (sd / math.sqrt(5))
+    s = t / math.sqrt(t * t + 4)
+    p = 2 * (1 - (0.5 + 0.75 * s * (1 - s * s / 3)))
+    half = 2.7764451051977934 * sd / math.sqrt(5)  # t(0.975, 4) from a printed t table
+    assert result.n == 5
+    assert result.mean == pytest.approx(2.2)
+    assert result.sd == pytest.approx(sd)
+    assert result.t == pytest.approx(t)
+    assert result.p == pytest.approx(p)
+    assert (result.ci_low, result.ci_high) == (
+        pytest.approx(2.2 - half),
+        pytest.approx(2.2 + half),
+    )
+    assert result.significant
+    noisy = paired_difference({0: 1.0, 1: -1.0, 2: 0.5}, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert not noisy.significant and noisy.ci_low < 0 < noisy.ci_high
+    assert paired_difference({0: 1.0}, {1: 2.0}).n == 0
+
+
+# -- reading rules: split, broken files, hyper-parameters ---------------------------------
+def write_run(
+    root: Path,
+    folder: str,
+    *,
+    seed: int,
+    last: float,
+    cell: str = "alone",
+    method: str = "none",
+    teacher: str | None = None,
+    split: str = "final",
+    hparams: dict | None = None,
+    metrics: list[dict] | None = None,
+) -> Path:
+    """A run directory written by the record writers the pipeline uses."""
+    path = root / folder
+    run_dir = RunDir(path)
+    run_dir.write_config({"dataset": {"name": "digits", "split": split}, "seed": seed})
+    record = RunRecord(
+        stage="student",
+        role="main",
+        cell_id=cell,
+        seed=seed,
+        artifact_key=f"{cell}-{seed}",
+        method=method,
+        dataset="digits",
+        model="vgg7",
+        teacher=teacher,
+        hparams=dict(hparams or {}),
+        wandb_id=f"{folder}-id",
+    )
+    run_dir.write_record(record)
+    run_dir.write_result(RunResult("finished", 2, 2, "top1", last, last, 2))
+    run_dir.write_metrics(metrics or [{"epoch": 1, "score": last}, {"epoch": 2, "score": last}])
+    return path
+
+
+def distilled(seed: int, last: float, **extra) -> dict:
+    """write_run arguments of an MHGD student (A = 2) of the VGG16 teacher."""
+    base = {"cell": "mhgd2", "method": "mhgd", "teacher": "vgg16"}
+    hparams = {"heads": 2, "mhan_epochs": 1, "beta": 1.0}
+    return {**base, **extra, "seed": seed, "last": last, "hparams": hparams}
+
+
+def test_a_tune_trial_stays_out_of_a_test_set_table(tmp_path: Path) -> None:
+    for seed, value in enumerate([80.0, 82.0, 81.0]):
+        write_run(tmp_path, f"alone/{seed}", seed=seed, last=value)
+    write_run(tmp_path, "sweep/trial-0", seed=0, last=99.0, cell="alone-tune", split="tune")
+    write_run(tmp_path, "sweep/trial-1", **distilled(0, 97.0, split="tune", cell="mhgd-tune"))
+    table = rebuild_table("table1", tmp_path, dataset="digits", expected_seeds=3)
+    entries = table.entries[table.entries["row"] == "VGG16 -> VGG7"].set_index("column")
+    assert entries.loc["SN", "last_mean"] == pytest.approx(81.0)
+    assert entries.loc["SN", "n_seeds"] == 3 and entries.loc["SN", "flags"] == ""
+    assert pd.isna(entries.loc["MHGD", "last_mean"])
+    assert "only tune-split runs" in entries.loc["MHGD", "flags"]
+    tuned = rebuild_table("table1", tmp_path, dataset="digits", split="tune", expected_seeds=1)
+    tune_entries = tuned.entries[tuned.entries["row"] == "VGG16 -> VGG7"].set_index("column")
+    assert tune_entries.loc["SN", "last_mean"] == 99.0
+    assert "validation numbers" in tuned.note
+
+
+BROKEN = {
+    "truncated record": ("record.json", lambda p: p.write_text(p.read_text()[:40])),
+    "empty result": ("result.json", lambda p: p.write_text("")),
+    "truncated config": ("config.yaml", lambda p: p.write_text("dataset: {name: [")),
+    "newer record schema": (
+        "record.json",
+        lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "schema": 2})),
+    ),
+    "newer result field": (
+        "result.json",
+        lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "energy_j": 3.0})),
+    ),
+    "truncated metrics": ("metrics.jsonl", lambda p: p.write_text('{"epoch": 1, "sco')),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_a_broken_record_file_is_skipped_with_one_warning(kind: str, tmp_path: Path) -> None:
+    for seed, value in enumerate([80.0, 82.0, 81.0]):
+        write_run(tmp_path, f"alone/{seed}", seed=seed, last=value)
+    for seed, value in enumerate([84.0, 83.0, 86.0]):
+        write_run(tmp_path, f"mhgd/{seed}", **distilled(seed, value))
+    broken = write_run(tmp_path, "mhgd/3", **distilled(3, 10.0)) / BROKEN[kind][0]
+    BROKEN[kind][1](broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = rebuild_table("table1", tmp_path, dataset="digits", expected_seeds=3)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and str(broken) in messages[0], messages
+    entries = table.entries[table.entries["row"] == "VGG16 -> VGG7"].set_index("column")
+    mhgd = entries.loc["MHGD"]
+    if kind == "truncated metrics":  # only the graph KL comes from metrics.jsonl
+        assert mhgd["n_seeds"] == 4
+    else:
+        assert mhgd["n_seeds"] == 3 and mhgd["last_mean"] == pytest.approx((84 + 83 + 86) / 3)
+    assert entries.loc["SN", "last_mean"] == pytest.approx(81.0)
+
+
+def test_every_described_hyper_parameter_is_a_column_and_splits_cells(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        for tau, cell in ((2.0, "kd-t2"), (4.0, "kd-t4")):
+            hparams = {"tau": tau, "weight": 0.3, "ce_weight": 0.7}
+            write_run(
+                tmp_path,
+                f"{cell}/{seed}",
+                seed=seed,
+                last=80.0 + tau + seed,
+                cell=cell,
+                method="soft_logits",
+                teacher="vgg16",
+                hparams=hparams,
+            )
+    runs = load_runs(tmp_path)
+    assert {"tau", "weight", "ce_weight"} <= set(runs.columns)
+    assert list(runs.columns).index("tau") < list(runs.columns).index("seed")
+    cells = aggregate(runs, expected_seeds=2)
+    assert sorted(cells["tau"]) == [2.0, 4.0]
+    table = build_table("table1", cells, dataset="digits")
+    kd = table.entries[
+        (table.entries["column"] == "Soft-logits") & table.entries["cell_id"].notna()
+    ]
+    assert sorted(kd["last_mean"]) == [82.5, 84.5]
+    assert all("one of 2 cells for this entry (this one: tau=" in f for f in kd["flags"])
+
+
+def test_tables_pair_each_entry_with_the_student_alone(tmp_path: Path) -> None:
+    alone, distil = [80.0, 82.0, 81.0, 79.0], [83.0, 83.5, 84.0, 80.0]
+    kl = [{"epoch": 1, "score": 1.0, "eval/graph_kl": 0.5}, {"epoch": 2, "eval/graph_kl": 0.25}]
+    for seed, (a, d) in enumerate(zip(alone, distil, strict=True)):
+        write_run(tmp_path, f"alone/{seed}", seed=seed, last=a)
+        write_run(tmp_path, f"mhgd/{seed}", **distilled(seed, d, metrics=kl))
+    write_run(tmp_path, "mhgd/9", **distilled(9, 99.0))  # no partner: not paired
+    table = rebuild_table("table1", tmp_path, dataset="digits", expected_seeds=4)
+    vgg = table.entries[table.entries["row"] == "VGG16 -> VGG7"]
+    entry = vgg.set_index("column").loc["MHGD"]
+    expected = paired_difference(dict(enumerate(distil)), dict(enumerate(alone)))
+    assert entry["pair_n"] == 4 and entry["diff_mean"] == pytest.approx(expected.mean)
+    assert entry["diff_p"] == pytest.approx(expected.p)
+    assert bool(entry["significant"]) == expected.significant
+    assert entry["graph_kl_mean"] == pytest.approx(0.25)
+    text = to_markdown(table)
+    assert "vs SN" in text and "graph KL" in text and "| baseline |" in text
+    assert f"{expected.mean:+.2f} [{expected.ci_low:+.2f}, {expected.ci_high:+.2f}]" in text

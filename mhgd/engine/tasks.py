@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mhgd.engine.loop import Batches
-from mhgd.methods.base import Distiller, no_grad_teacher
+from mhgd.methods.base import Distiller, EvalProbe, no_grad_teacher
 from mhgd.models.base import SensedModel
 
 
@@ -30,10 +30,13 @@ class ClassifierTask:
         *,
         autocast: torch.dtype | None = None,
         channels_last: bool = False,
+        probe: EvalProbe | None = None,
     ) -> None:
         if method.uses_teacher and teacher is None:
             raise ValueError(f"method {method.name!r} needs a teacher, none was given")
         self.model, self.method, self.teacher = model, method, teacher
+        # -- evaluation probe: a given one (e.g. a cached MHAN's graph KL), else the method's
+        self.probe = probe if probe is not None else method.eval_probe()
         self.autocast, self.channels_last = autocast, channels_last
         self._device = next(model.parameters()).device
 
@@ -79,13 +82,19 @@ class ClassifierTask:
     def evaluate(self, batches: Batches) -> dict[str, float]:
         self.model.eval()
         correct, loss, total = 0, 0.0, 0
+        probed: dict[str, float] = {}
         for images, labels in batches:
             with self._precision():
-                logits = self.model(self._prepare(images))[0].float()
+                out = self.model(self._prepare(images))
+            logits = out[0].float()
             loss += F.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
             total += labels.numel()
-        return {"top1": 100.0 * correct / total, "ce": loss / total}
+            if self.probe is not None:
+                for name, value in self.probe(out, self._prepare(images)).items():
+                    probed[name] = probed.get(name, 0.0) + value.item() * labels.numel()
+        row = {"top1": 100.0 * correct / total, "ce": loss / total}
+        return row | {name: value / total for name, value in probed.items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "method": self.method.state_dict()}

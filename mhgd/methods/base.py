@@ -11,7 +11,7 @@ from ``pre_stage_task`` and returns its final state through ``load_pre_stage``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,6 +22,9 @@ from mhgd.errors import ConfigError
 from mhgd.models.base import SensedModel, SensingPoint
 
 ModelOutput = tuple[Tensor, list[Tensor]]
+EvalProbe = Callable[[ModelOutput, Tensor], dict[str, Tensor]]
+"""(student output, images) of a held-out batch -> per-sample means of evaluation-only
+metrics (e.g. MHGD's graph KL to the teacher), averaged over the evaluation set by the task."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class PreStage:
     lr: float
     milestones: tuple[int, ...] = ()
     gamma: float = 1.0
+    weight_decay: float | None = None  # None: the student's (optim.weight_decay)
 
 
 class Distiller(nn.Module):
@@ -85,6 +89,10 @@ class Distiller(nn.Module):
     def load_pre_stage(self, stage: PreStage, task_state: Mapping[str, Any]) -> None:
         """Take over the final state of a trained pre-stage (e.g. the attention heads)."""
         raise KeyError(f"{type(self).__name__} has no pre-stage {stage.name!r}")
+
+    def eval_probe(self) -> EvalProbe | None:
+        """What the evaluation measures besides accuracy (None: nothing); see EvalProbe."""
+        return None
 
     def loss_terms(
         self, student_out: ModelOutput, teacher_out: ModelOutput | None, labels: Tensor
