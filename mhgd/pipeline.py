@@ -385,7 +385,7 @@ def train_student(
     if prerequisites_only:
         return None
     probe = None
-    if cfg.get("probe_mhan"):
+    if cfg.get("probe_mhan") and distiller.eval_probe() is None:  # MHGD probes its own heads
         probe, artifacts["probe_mhan"] = mhan_probe(ctx, cfg.probe_mhan)
 
     def make() -> ClassifierTask:
@@ -409,15 +409,23 @@ def _teacher_identity(cfg: DictConfig) -> str:
     return teacher_spec(cfg, int(cfg.teacher_seed)).key
 
 
-def mhan_probe(ctx: Context, mhan_dir: str) -> tuple[GraphProbe, str]:
-    """Probe any student through the heads of a finished MHAN of this job's teacher."""
-    run = RunDir(mhan_dir)
-    if not run.is_finished() or run.read_record().stage != "mhan":
-        raise ConfigError(f"probe_mhan={mhan_dir} is not the run directory of a finished MHAN")
+def mhan_probe(ctx: Context, given: str) -> tuple[GraphProbe, str]:
+    """Probe any student through the heads of a finished MHAN of this job's teacher: ``given``
+    is the MHAN's run directory, or an MHGD student's (whose MHAN it then uses)."""
+    run = RunDir(given)
+    record = run.read_record() if run.has_record() else None
+    if record is not None and record.stage == "student" and "mhan" in record.artifacts:
+        run = RunDir(record.artifacts["mhan"])
+        record = run.read_record() if run.has_record() else None
+    if record is None or record.stage != "mhan" or not run.is_finished():
+        raise ConfigError(
+            f"probe_mhan={given}: give the run directory of a finished MHAN, or of an MHGD "
+            "student (whose MHAN is then used)"
+        )
     built_by = OmegaConf.create(run.read_config())
     if _teacher_identity(built_by) != _teacher_identity(ctx.cfg):
         raise ConfigError(
-            f"probe_mhan={mhan_dir} was trained on another teacher than this job's: probe a "
+            f"probe_mhan={given} was trained on another teacher than this job's: probe a "
             "student only through an MHAN of its own teacher"
         )
     teacher, _ = trained_teacher(ctx)

@@ -45,11 +45,9 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as exc:
         print(f"mhgd-train: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print(
-        f"{cfg.stage} {result.status}: last top-1 {result.last_score:.2f}%, best "
-        f"{result.best_score:.2f}% (epoch {result.best_epoch}/{result.epochs}); "
-        f"run record in {run_dir}"
-    )
+    from mhgd.summary import final_message
+
+    print(final_message(cfg.stage, result, run_dir))
     return result.last_score
 
 

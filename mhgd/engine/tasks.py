@@ -35,8 +35,9 @@ class ClassifierTask:
         if method.uses_teacher and teacher is None:
             raise ValueError(f"method {method.name!r} needs a teacher, none was given")
         self.model, self.method, self.teacher = model, method, teacher
-        # -- evaluation probe: a given one (e.g. a cached MHAN's graph KL), else the method's
-        self.probe = probe if probe is not None else method.eval_probe()
+        # -- evaluation probe: the method's own (MHGD: its heads), else a given one (a cached
+        # MHAN's graph KL for a student of another method)
+        self.probe = method.eval_probe() or probe
         self.autocast, self.channels_last = autocast, channels_last
         self._device = next(model.parameters()).device
 
