@@ -36,27 +36,50 @@ def _graph_kl(run: RunDir) -> tuple[float, float] | None:
     return (values[0], values[-1]) if values else None
 
 
-def _student_alone(run: RunDir, record: RunRecord) -> RunResult | None:
-    """A finished run of the same student, seed and training images without a teacher, next to
-    this one (e.g. ``mhgd-train experiment=quickstart method.heads=0``)."""
+def _counterpart(run: RunDir, record: RunRecord) -> RunDir | None:
+    """A finished sibling run of the same student, seed and training images, with a teacher if
+    this one has none and alone if this one has one (``method.heads=0`` beside an MHGD run)."""
+    mine = (record.model, record.dataset, record.seed, record.extra.get("train_subset"))
     for other in find_runs(run.path.parent):
         if other.path == run.path or not other.is_finished():
             continue
         them = other.read_record()
-        same = (them.stage, them.role, them.model, them.dataset, them.seed) == (
-            "student",
-            "main",
-            record.model,
-            record.dataset,
-            record.seed,
-        )
-        if (
-            same
-            and them.teacher is None
-            and them.extra.get("train_subset") == record.extra.get("train_subset")
-        ):
-            return other.read_result()
+        theirs = (them.model, them.dataset, them.seed, them.extra.get("train_subset"))
+        if (them.stage, them.role) != ("student", "main") or theirs != mine:
+            continue
+        if (them.teacher is None) != (record.teacher is None):
+            return other
     return None
+
+
+def _comparison(run: RunDir, record: RunRecord, result: RunResult) -> list[str]:
+    """The distilled student against the student alone, when both runs are there."""
+    other = _counterpart(run, record)
+    if other is None:
+        hint = "method.heads=0" if record.teacher is not None else "method=mhgd method.heads=8"
+        probe = f" probe_mhan={run.path}" if "mhan" in record.artifacts else ""
+        return [
+            "To see what the teacher adds, train the other student on the same images (same "
+            f"seed): add {hint}{probe} to the same command."
+        ]
+    other_result = other.read_result()
+    if other_result is None or other_result.last_score is None or result.last_score is None:
+        return []
+    distilled, alone = (run, other) if record.teacher is not None else (other, run)
+    scores = {run.path: result.last_score, other.path: other_result.last_score}
+    effect = scores[distilled.path] - scores[alone.path]
+    lines = [
+        f"The same student alone (same seed, same images) reached {scores[alone.path]:.2f}%: "
+        f"learning from the teacher changed its accuracy by {effect:+.2f} points (one seed; "
+        "the README's ablation has five)."
+    ]
+    kl_distilled, kl_alone = _graph_kl(distilled), _graph_kl(alone)
+    if kl_distilled is not None and kl_alone is not None and kl_alone[1] > 0:
+        lines.append(
+            f"Its graphs ended {kl_distilled[1] / kl_alone[1]:.2f}x as far from the teacher's as "
+            f"the student alone's (graph KL {kl_distilled[1]:.3g} against {kl_alone[1]:.3g})."
+        )
+    return lines
 
 
 def _method(record: RunRecord) -> str:
@@ -73,8 +96,23 @@ def student_summary(run_dir: str | Path) -> list[str]:
     if record.stage != "student" or result is None or result.last_score is None:
         return []
     student = f"{result.last_score:.2f}%"
+    kl = _graph_kl(run)
+    transfer = (
+        [
+            f"Graph KL between the student's and the teacher's attention graphs on held-out "
+            f"images: {kl[0]:.3g} after the first epoch, {kl[1]:.3g} at the end (0 = the student "
+            "relates images exactly as the teacher does)."
+        ]
+        if kl is not None
+        else []
+    )
     if record.teacher is None or "teacher" not in record.artifacts:
-        return [f"Student {record.model} alone, trained on {_where_trained(record)}: {student}."]
+        where = _where_trained(record)
+        return [
+            f"Student {record.model} alone, trained on {where}: {student} test accuracy.",
+            *transfer,
+            *_comparison(run, record, result),
+        ]
     teacher_run = RunDir(_teacher_dir(record.artifacts["teacher"]))
     teacher_result = teacher_run.read_result() if teacher_run.has_record() else None
     lines = []
@@ -96,32 +134,7 @@ def student_summary(run_dir: str | Path) -> list[str]:
             if gap > 0
             else f"The student is {-gap:.1f} points ahead of its teacher: nothing to learn here."
         )
-    if (kl := _graph_kl(run)) is not None:
-        lines.append(
-            f"Transfer: the graph KL between the student's and the teacher's attention graphs on "
-            f"held-out images went from {kl[0]:.3g} after the first epoch to {kl[1]:.3g} at the "
-            "end (0 = the student relates images exactly as the teacher does)."
-        )
-    if "mhan" in record.artifacts:
-        lines.append(
-            f"Its attention heads are cached in {record.artifacts['mhan']}; add "
-            f"probe_mhan={run.path} to a run of another student of this teacher to measure "
-            "its graph KL through them."
-        )
-    alone = _student_alone(run, record)
-    if alone is not None and alone.last_score is not None:
-        effect = result.last_score - alone.last_score
-        lines.append(
-            f"The same student alone (same seed, same images) reached {alone.last_score:.2f}%: "
-            f"the teacher's knowledge changed its accuracy by {effect:+.2f} points (one seed; "
-            "see the README's ablation for five)."
-        )
-    else:
-        lines.append(
-            "To see what the teacher added, train the same student alone (same seed and "
-            "images): add method.heads=0 to the same command."
-        )
-    return lines
+    return [*lines, *transfer, *_comparison(run, record, result)]
 
 
 def final_message(stage: str, result: RunResult, run_dir: str | Path) -> str:

@@ -182,7 +182,8 @@ def test_flags_name_what_is_wrong(grid: Path) -> None:
 # -- tables -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_table4_from_the_digits_grid(grid: Path) -> None:
-    cells = aggregate(load_runs(grid))
+    # method=none is the student alone too (Table 4's A = 0): keep only the grid's cells
+    cells = aggregate(filter_runs(load_runs(grid), {"method": "mhgd"}))
     table = build_table("table4", cells, dataset="digits")
     assert "digits demo, not the paper's setting" in table.note
     entries = table.entries.set_index("column")
@@ -194,6 +195,19 @@ def test_table4_from_the_digits_grid(grid: Path) -> None:
         assert entry["paper"] == TABLE4_HEADS[heads]
         assert entry["diff"] == pytest.approx(cell["last_mean"] - TABLE4_HEADS[heads])
     assert entries.loc[["4", "8", "16"], "last_mean"].isna().all()
+    # paired by seed with A = 0, from the result files (seed 0 of A = 1 finished twice)
+    files = {c["record"]["hparams"].get("heads"): c for c in expected_cells(grid).values()}
+    for heads in (1, 2):
+        seeds = sorted(set(files[heads]["last"]) & set(files[0]["last"]))
+        diffs = [
+            statistics.mean(files[heads]["last"][s]) - statistics.mean(files[0]["last"][s])
+            for s in seeds
+        ]
+        entry = entries.loc[str(heads)]
+        assert entry["pair_n"] == len(seeds) == 3
+        assert entry["diff_mean"] == pytest.approx(statistics.mean(diffs))
+        assert entry["diff_sd"] == pytest.approx(statistics.stdev(diffs))
+    assert pd.isna(entries.loc["0", "pair_n"])  # the baseline itself
     text = to_markdown(table)
     assert "digits demo, not the paper's setting" in text
     a1 = entries.loc["1"]
@@ -219,8 +233,12 @@ def test_table1_columns_and_ambiguous_entries(grid: Path) -> None:
     teacher = vgg[vgg["column"] == "TN"].iloc[0]
     assert teacher["cell_id"] == cell_of(cells, stage="teacher")["cell_id"]
     assert teacher["n_seeds"] == 1 and teacher["paper"] == 67.99
-    alone = vgg[vgg["column"] == "SN"].iloc[0]
-    assert alone["cell_id"] == cell_of(cells, method="none", stage="student")["cell_id"]
+    alone = vgg[vgg["column"] == "SN"]  # method none and MHGD with A = 0: both alone
+    assert set(alone["cell_id"]) == {
+        cell_of(cells, method="none", stage="student")["cell_id"],
+        cell_of(cells, method="mhgd", heads=0)["cell_id"],
+    }
+    assert all("one of 2 cells for this entry" in flags for flags in alone["flags"])
     for method in ("Soft-logits", "FSP", "AB", "KD-SVD", "KD-SVDF"):
         assert vgg[vgg["column"] == method]["cell_id"].isna().all()
     mhgd = vgg[vgg["column"] == "MHGD"]
@@ -241,7 +259,8 @@ def test_table1_columns_and_ambiguous_entries(grid: Path) -> None:
 def test_report_command_prints_and_writes_table4(
     grid: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert report_main(["table4", str(grid), "--dataset", "digits", "--out", str(tmp_path)]) == 0
+    argv = ["table4", str(grid), "--dataset", "digits", "--filter", "method=mhgd"]
+    assert report_main([*argv, "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "Table 4" in printed and "digits demo, not the paper's setting" in printed
     for suffix in ("md", "tex", "csv", "png", "pdf"):
@@ -282,7 +301,7 @@ def test_report_command_rejects_bad_input(tmp_path: Path, capsys: pytest.Capture
 
 
 # -- W&B as a source ----------------------------------------------------------------------
-def wandb_run(record: dict, result: dict, config: dict, *, full: bool) -> Run:
+def wandb_run(record: dict, result: dict, config: dict, last: dict, *, full: bool) -> Run:
     """A public-API Run object as the W&B server returns it for a run the tracker logged."""
     hparams = record["hparams"]
     logged = {"cell_id": record["cell_id"], "seed": record["seed"], **hparams}
@@ -306,6 +325,8 @@ def wandb_run(record: dict, result: dict, config: dict, *, full: bool) -> Run:
                 "last_top1": result["last_score"],
                 "best_top1": result["best_score"],
                 "epoch": result["epochs_done"],
+                # W&B's summary keeps the last value of every logged metric
+                **{k: v for k, v in last.items() if k == "eval/graph_kl"},
             }
         ),
     }
@@ -321,7 +342,8 @@ def mirrored_runs(root: Path, *, full: bool) -> list[Run]:
             record = read_json(Path(folder) / "record.json")
             config = yaml.safe_load((Path(folder) / "config.yaml").read_text())
             result = read_json(Path(folder) / "result.json")
-            runs.append(wandb_run(record, result, config, full=full))
+            last = (RunDir(folder).read_metrics() or [{}])[-1]
+            runs.append(wandb_run(record, result, config, last, full=full))
     return runs
 
 

@@ -1,7 +1,8 @@
 """The paper's tables rebuilt from cells: which cell feeds which entry, next to the paper.
 
 An entry is chosen by (stage, method, data set, student, teacher, heads): TN is a main teacher
-run, SN a student trained alone (method ``none``), a method column that method's students of
+run, SN a student trained alone (method ``none``, or MHGD with A = 0: the same computation, so
+Table 1's SN and Table 4's A = 0 are one entry), a method column that method's students of
 the row's teacher, MHGD any head count above 0, and Table 4's column A the MHGD students with
 A heads (A = 0, the student alone, has no teacher). Every entry is one row of ``Table.entries``;
 an entry no run feeds keeps a row with no numbers, and an entry several cells feed (say two
@@ -69,11 +70,15 @@ class Slot:
         )
         keep = (
             (cells["stage"] == self.stage)
-            & (cells["method"] == self.method)
             & (cells["dataset"] == self.dataset)
             & (cells["student"] == self.model)
             & teacher
         )
+        if self.stage == "student" and self.teacher is None:
+            # The student alone: method none, or MHGD with A = 0 (the same computation).
+            alone = (cells["method"] == "none") | (cells["heads"].fillna(-1) == 0)
+            return (keep & alone).astype(bool)
+        keep &= cells["method"] == self.method
         if self.heads_min is not None:
             keep &= cells["heads"].fillna(-1) >= self.heads_min
         if self.heads_max is not None:
