@@ -120,7 +120,7 @@ def tables() -> nbformat.NotebookNode:
             ),
             new_markdown_cell(PAIRED_NOTE.format(baseline="SN, the student alone")),
             new_code_cell(
-                "for name, table in tables.items():\n"
+                "for table in tables.values():\n"
                 '    display(Markdown(f"**{table.title}**"))\n'
                 + "\n".join("    " + line for line in PAIRED.splitlines())
             ),

@@ -28,6 +28,7 @@ STATISTICS: tuple[str, ...] = (
     *(f"{score}_{stat}" for score in SCORES for stat in ("mean", "std", "ci95")),
     "graph_kl_mean",
     "graph_kl_std",
+    "graph_kl_mhan",
     "last_by_seed",
     *(f"n_{status}" for status in UNFINISHED),
     "duplicated_seeds",
@@ -84,6 +85,8 @@ def _cell(runs: pd.DataFrame, expected: int, description: Sequence[str]) -> dict
     row["graph_kl_mean"], row["graph_kl_std"], _ = summarise(
         per_seed["last_graph_kl"].dropna().tolist()
     )
+    mhans = sorted(set(finished["graph_kl_mhan"].dropna()))
+    row["graph_kl_mhan"] = ",".join(mhans) or None
     row["last_by_seed"] = {
         int(seed): float(value) for seed, value in per_seed["last_top1"].dropna().items()
     }

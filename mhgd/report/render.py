@@ -28,7 +28,8 @@ PAIRED_LEGEND = (
 )
 GRAPH_KL_LEGEND = (
     "graph KL: the student's held-out graph KL to the teacher through frozen MHAN heads "
-    "(mean ± sd over seeds, last epoch; lower = closer to the teacher's graphs)."
+    "(mean ± sd over seeds, last epoch; lower = closer to the teacher's graphs); [key]: the "
+    "MHAN that measured it (MHGD: its own; others: probe_mhan): compare only equal keys."
 )
 _LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"}
 _LATEX_SPECIAL.update(
@@ -72,7 +73,10 @@ def _graph_kl(entry: dict) -> str:
     if _missing(entry["graph_kl_mean"]):
         return MISSING
     text = f"{float(entry['graph_kl_mean']):.3g}"
-    return text if _missing(entry["graph_kl_std"]) else f"{text} ± {entry['graph_kl_std']:.2g}"
+    if not _missing(entry["graph_kl_std"]):
+        text += f" ± {entry['graph_kl_std']:.2g}"
+    mhan = entry["graph_kl_mhan"]
+    return f"{text} [{mhan}]" if isinstance(mhan, str) else text
 
 
 def _has_graph_kl(table: Table) -> bool:
@@ -88,7 +92,7 @@ def display_rows(table: Table) -> tuple[list[str], list[list[str]]]:
         "95% CI",
         "ours - paper",
         "best",
-        *([f"vs {table.baseline}"] if table.baseline else []),
+        *([f"vs {table.baseline_label}"] if table.baseline else []),
         *(["graph KL"] if graph_kl else []),
         "seeds",
         "cell",
@@ -120,7 +124,7 @@ def display_rows(table: Table) -> tuple[list[str], list[list[str]]]:
 def legend(table: Table) -> str:
     parts = [LEGEND]
     if table.baseline:
-        parts.append(PAIRED_LEGEND.format(baseline=table.baseline))
+        parts.append(PAIRED_LEGEND.format(baseline=table.baseline_label))
     if _has_graph_kl(table):
         parts.append(GRAPH_KL_LEGEND)
     return " ".join(parts)

@@ -125,6 +125,12 @@ def _last_graph_kl(run: RunDir, finished: bool) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
+def _probe_mhan(record: RunRecord) -> str | None:
+    """The MHAN whose heads measured a student's graph KL: a probe's, else its own."""
+    path = record.artifacts.get("probe_mhan") or record.artifacts.get("mhan")
+    return Path(path).name if path else None
+
+
 def disk_row(run: RunDir) -> dict[str, Any]:
     """One run directory as a row; a run that never reported an epoch counts as running.
 
@@ -134,6 +140,7 @@ def disk_row(run: RunDir) -> dict[str, Any]:
     result = read_result(run)
     dataset = read_config(run).get("dataset") or {}
     top1 = result is not None and result.score_name == "top1"
+    graph_kl = _last_graph_kl(run, top1 and result.status == "finished")
     clash = sorted(set(record.hparams) & set(BASE_COLUMNS))
     if clash:
         raise Unreadable(f"{run.file(RECORD_FILE)}: hparams {clash} shadow run-table columns")
@@ -153,7 +160,8 @@ def disk_row(run: RunDir) -> dict[str, Any]:
         "status": result.status if result else "running",
         "last_top1": result.last_score if top1 else None,
         "best_top1": result.best_score if top1 else None,
-        "last_graph_kl": _last_graph_kl(run, top1 and result.status == "finished"),
+        "last_graph_kl": graph_kl,
+        "graph_kl_mhan": _probe_mhan(record) if graph_kl is not None else None,
         "epochs_done": result.epochs_done if result else 0,
         "epochs": result.epochs if result else None,
         "wandb_id": record.wandb_id,

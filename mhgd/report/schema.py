@@ -13,7 +13,8 @@ import pandas as pd
 # ``split`` is the evaluation split (``final``: the test set; ``tune``: a validation split);
 # ``subset`` the training subset of the run ("10/class", "10%"; empty: the whole training set).
 # ``last_graph_kl`` is the student's held-out graph KL to its teacher in the last epoch (MHGD's
-# own heads, or a probe MHAN; empty when not measured).
+# own heads, or a probe MHAN; empty when not measured); ``graph_kl_mhan`` names that MHAN (the
+# key of its run directory): graph KLs compare only through the same MHAN.
 # Hyper-parameter columns follow ``subset``: one per key a method's ``describe()`` returns
 # (record.json ``hparams``). MHGD's ``heads``, ``mhan_epochs`` and ``beta`` are always there
 # (the tables pick entries by heads); any other method's keys are added as they appear.
@@ -34,6 +35,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "last_top1",
     "best_top1",
     "last_graph_kl",
+    "graph_kl_mhan",
     "epochs_done",
     "epochs",
     "wandb_id",

@@ -98,6 +98,13 @@ class Table:
     baseline: str | None = None  # the column every entry of a row is paired with
 
     @property
+    def baseline_label(self) -> str | None:
+        """The baseline in the table's words: "A = 0" (Table 4) or "SN"."""
+        if self.baseline is None:
+            return None
+        return f"A = {self.baseline}" if self.keys == (("column", "A"),) else self.baseline
+
+    @property
     def is_paper_setting(self) -> bool:
         return self.note is None
 

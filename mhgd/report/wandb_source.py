@@ -63,6 +63,7 @@ def wandb_row(run: Any) -> tuple[dict[str, Any], list[str]]:
         "last_top1": summary.get("last_top1") if top1 else None,
         "best_top1": summary.get("best_top1") if top1 else None,
         "last_graph_kl": summary.get("eval/graph_kl") if top1 else None,
+        "graph_kl_mhan": None,  # the W&B config does not carry a run's artifacts
         "epochs_done": summary.get("epoch", 0),
         "epochs": (config.get("schedule") or {}).get("epochs"),
         "wandb_id": run.id,
