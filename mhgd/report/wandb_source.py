@@ -47,6 +47,7 @@ def wandb_row(run: Any) -> tuple[dict[str, Any], list[str]]:
     ]
     dataset = config.get("dataset") or {}
     top1 = "last_top1" in summary
+    status = summary.get("status") or _STATES.get(run.state, "failed")
     return {
         "cell_id": logged.get("cell_id") or run.group,
         "stage": stage,
@@ -59,10 +60,11 @@ def wandb_row(run: Any) -> tuple[dict[str, Any], list[str]]:
         "subset": subset_label(logged.get("train_subset")),
         **{key: logged.get(key) for key in HPARAM_COLUMNS},
         "seed": logged.get("seed", config.get("seed")),
-        "status": summary.get("status") or _STATES.get(run.state, "failed"),
+        "status": status,
         "last_top1": summary.get("last_top1") if top1 else None,
         "best_top1": summary.get("best_top1") if top1 else None,
-        "last_graph_kl": summary.get("eval/graph_kl") if top1 else None,
+        # as on disk: a graph KL counts from finished runs only
+        "last_graph_kl": summary.get("eval/graph_kl") if top1 and status == "finished" else None,
         "graph_kl_mhan": None,  # the W&B config does not carry a run's artifacts
         "epochs_done": summary.get("epoch", 0),
         "epochs": (config.get("schedule") or {}).get("epochs"),
