@@ -40,10 +40,13 @@ PAIRED_NOTE = (
 )
 
 PAIRED = """\
-columns = ["row", "column", "pair_n", "diff_mean", "diff_sd", "diff_t", "diff_p",
-           "diff_ci_low", "diff_ci_high", "significant", "graph_kl_mean"]
-paired = table.entries[table.entries["pair_n"].notna()][columns]
-display(paired if not paired.empty else Markdown("no entry shares seeds with its baseline yet"))"""
+paired = table.entries[table.entries["pair_n"].notna()]
+columns = ["row", "column", "pair_n", "diff_mean", "diff_sd", "diff_t", "diff_p"]
+columns += ["diff_ci_low", "diff_ci_high", "significant", "graph_kl_mean"]
+if paired.empty:
+    display(Markdown("no entry shares seeds with its baseline yet"))
+else:
+    display(paired[columns])"""
 
 
 def _notebook(cells: list) -> nbformat.NotebookNode:
