@@ -30,6 +30,24 @@ from IPython.display import Image, Markdown, display
 
 import mhgd.report as report"""
 
+PAIRED_NOTE = (
+    "## Paired differences from the baseline\n\n"
+    "Runs of two cells that share a seed are paired (same initialisation, batch order and, "
+    "with `dataset.subset`, the same training images). Each entry below is compared with its "
+    "row's baseline ({baseline}) by the per-seed differences: their mean, sd, the paired t "
+    "statistic, its p value and the 95% interval of the mean difference; `significant` means "
+    "p < 0.05."
+)
+
+PAIRED = """\
+paired = table.entries[table.entries["pair_n"].notna()]
+columns = ["row", "column", "pair_n", "diff_mean", "diff_sd", "diff_t", "diff_p"]
+columns += ["diff_ci_low", "diff_ci_high", "significant", "graph_kl_mean"]
+if paired.empty:
+    display(Markdown("no entry shares seeds with its baseline yet"))
+else:
+    display(paired[columns])"""
+
 
 def _notebook(cells: list) -> nbformat.NotebookNode:
     for number, cell in enumerate(cells):
@@ -64,6 +82,8 @@ def table4() -> nbformat.NotebookNode:
                 'display(Image(filename=str(next(p for p in paths if p.suffix == ".png"))))\n'
                 "paths"
             ),
+            new_markdown_cell(PAIRED_NOTE.format(baseline="A = 0, the student alone")),
+            new_code_cell(PAIRED),
             new_markdown_cell("## Training curves of the entry with the most finished seeds"),
             new_code_cell(
                 'filled = table.entries.dropna(subset=["cell_id"])\n'
@@ -93,11 +113,19 @@ def tables() -> nbformat.NotebookNode:
             new_code_cell(PARAMETERS),
             new_code_cell(IMPORTS),
             new_code_cell(
+                "tables = {}\n"
                 'for name in ("table1", "table2", "table3"):\n'
                 "    table = report.rebuild_table(name, RUNS, dataset=DATASET, filters=FILTERS)\n"
                 "    display(Markdown(report.to_markdown(table)))\n"
                 "    paths, figure = report.write_report(table, OUT)\n"
-                '    display(Image(filename=str(next(p for p in paths if p.suffix == ".png"))))'
+                '    display(Image(filename=str(next(p for p in paths if p.suffix == ".png"))))\n'
+                "    tables[name] = table"
+            ),
+            new_markdown_cell(PAIRED_NOTE.format(baseline="SN, the student alone")),
+            new_code_cell(
+                "for table in tables.values():\n"
+                '    display(Markdown(f"**{table.title}**"))\n'
+                + "\n".join("    " + line for line in PAIRED.splitlines())
             ),
         ]
     )

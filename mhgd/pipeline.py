@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mhgd.config import check
 from mhgd.data import DATASETS, DataSpec, load_dataset
@@ -24,14 +24,17 @@ from mhgd.engine.loop import TrainingTask
 from mhgd.engine.tasks import ClassifierTask
 from mhgd.errors import ConfigError
 from mhgd.methods import Distiller, method_class
-from mhgd.models import MODEL_NAMES, SensedModel, build_model
-from mhgd.records import RunResult
+from mhgd.methods.mhgd import GraphProbe
+from mhgd.models import DEFAULT_INIT, MODEL_NAMES, SensedModel, build_model
+from mhgd.records import RunDir, RunResult
 from mhgd.slots import check_folder, finished_result, link, owned
 from mhgd.stage_run import Context, EpochHook, StageRun, check_not_failed
 from mhgd.stages import (
+    CHECKPOINT_FILE,
     StageSpec,
     canonical_method,
     checkpoint_file,
+    given_teacher_key,
     pre_stage_spec,
     student_spec,
     teacher_spec,
@@ -63,6 +66,7 @@ def _model(cfg_model: Any, spec: DataSpec) -> SensedModel:
         image_size=spec.image_size,
         width=float(cfg_model.width),
         batch_norm=cfg_model.get("batch_norm"),
+        init=cfg_model.get("init") or DEFAULT_INIT,
     )
 
 
@@ -216,6 +220,10 @@ def train_student(
             distiller.load_pre_stage(stage, task.state_dict())
             artifacts[stage.name] = str(pre.run_dir)
 
+        probe = None
+        if cfg.get("probe_mhan") and distiller.eval_probe() is None:  # MHGD probes its own heads
+            probe, artifacts["probe_mhan"] = mhan_probe(ctx, cfg.probe_mhan)
+
         def make() -> ClassifierTask:
             return ClassifierTask(
                 student,
@@ -224,10 +232,42 @@ def train_student(
                 autocast=_autocast(cfg),
                 channels_last=bool(cfg.runtime.get("channels_last")),
                 compile=bool(cfg.runtime.get("compile")),
+                probe=probe,
             )
 
         result, _ = StageRun(placed, ctx).execute(make, artifacts)
     return result
+
+
+# -- graph-KL probe through a cached MHAN (mhgd.methods.mhgd.GraphProbe) ------------------
+def _teacher_identity(cfg: DictConfig) -> str:
+    if cfg.teacher_checkpoint:
+        return given_teacher_key(cfg.teacher_checkpoint)
+    return teacher_spec(cfg, int(cfg.teacher_seed)).key
+
+
+def mhan_probe(ctx: Context, given: str) -> tuple[GraphProbe, str]:
+    """Probe any student through the heads of a finished MHAN of this job's teacher: ``given``
+    is the MHAN's run directory, or an MHGD student's (whose MHAN it then uses)."""
+    run = RunDir(given)
+    record = run.read_record() if run.has_record() else None
+    if record is not None and record.stage == "student" and "mhan" in record.artifacts:
+        run = RunDir(record.artifacts["mhan"])
+        record = run.read_record() if run.has_record() else None
+    if record is None or record.stage != "mhan" or not run.is_finished():
+        raise ConfigError(
+            f"probe_mhan={given}: give the run directory of a finished MHAN, or of an MHGD "
+            "student (whose MHAN is then used)"
+        )
+    built_by = OmegaConf.create(run.read_config())
+    if _teacher_identity(built_by) != _teacher_identity(ctx.cfg):
+        raise ConfigError(
+            f"probe_mhan={given} was trained on another teacher than this job's: probe a "
+            "student only through an MHAN of its own teacher"
+        )
+    teacher, _ = trained_teacher(ctx)
+    heads = load_checkpoint(run.file(CHECKPOINT_FILE))["task"]["heads"]
+    return GraphProbe.from_mhan(teacher, heads, built_by.method), str(run.path)
 
 
 def main_spec(cfg: DictConfig, run_dir: Path) -> StageSpec:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from mhgd.data import Batches, DataSpec, ImageSet
+from mhgd.data import Batches, DataSpec, ImageSet, describe_subset, training_set
 from mhgd.engine.checkpoint import load_checkpoint
 from mhgd.engine.loop import FitOutcome, LoopSettings, TrainingTask, fit
 from mhgd.engine.preemption import Preempted, StopRequest
@@ -52,10 +52,11 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def _loop_settings(cfg: DictConfig) -> LoopSettings:
+def _loop_settings(cfg: DictConfig, weight_decay: float | None = None) -> LoopSettings:
+    """SGD settings from ``optim``; a stage with its own weight decay (the MHAN) keeps it."""
     return LoopSettings(
         momentum=float(cfg.optim.momentum),
-        weight_decay=float(cfg.optim.weight_decay),
+        weight_decay=float(cfg.optim.weight_decay if weight_decay is None else weight_decay),
         progress=cfg.runtime.get("progress"),
     )
 
@@ -99,6 +100,10 @@ class StageRun:
         existing = run.read_record() if run.has_record() else None
         record = build_record(spec, ctx, existing)
         record.artifacts = dict(artifacts or {})
+        # -- training subset (mhgd.data.subset): the images this stage trains on
+        train = training_set(ctx.train, spec.identity["dataset"], spec.seed)
+        if (subset := describe_subset(spec.identity["dataset"], len(train))) is not None:
+            record.extra["train_subset"] = subset
         torch.manual_seed(spec.seed)
         task = make_task()
         checkpoint = spec.run_dir / CHECKPOINT_FILE
@@ -154,7 +159,7 @@ class StageRun:
                     schedule=spec.schedule,
                     train_batches=lambda epoch: iter(
                         Batches(
-                            ctx.train,
+                            train,
                             int(ctx.cfg.optim.batch_size),
                             device=ctx.device,
                             generator=_epoch_generator(spec.seed, epoch),
@@ -166,7 +171,7 @@ class StageRun:
                         ctx.eval, int(ctx.cfg.optim.batch_size), device=ctx.device
                     ),
                     checkpoint=checkpoint,
-                    settings=_loop_settings(ctx.cfg),
+                    settings=_loop_settings(ctx.cfg, spec.weight_decay),
                     stop=stop,
                     on_epoch=after_epoch,
                 )

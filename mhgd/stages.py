@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mhgd.data.subset import STUDENT_STAGE, stage_data_identity
 from mhgd.engine.optim import StageSchedule, role_schedule
 from mhgd.methods import PreStage, method_class
 from mhgd.records import RunDir, stable_hash
@@ -43,14 +44,16 @@ class StageSpec:
     teacher: str | None
     method: str
     hparams: dict[str, Any] = field(default_factory=dict)
+    weight_decay: float | None = None  # None: optim.weight_decay
 
     @property
     def key(self) -> str:
         return stable_hash(self.identity)
 
 
-def data_identity(cfg: DictConfig) -> dict[str, Any]:
-    return {k: v for k, v in plain(cfg.dataset).items() if k != "download"}
+def data_identity(cfg: DictConfig, stage: str) -> dict[str, Any]:
+    """The data ``stage`` trains on (a training subset counts only for the stages it names)."""
+    return stage_data_identity(plain(cfg.dataset), stage)
 
 
 def schedule_identity(schedule: StageSchedule) -> dict[str, Any]:
@@ -71,7 +74,7 @@ def teacher_spec(cfg: DictConfig, seed: int, run_dir: Path | None = None) -> Sta
     schedule = role_schedule(cfg.schedule, "teacher")
     identity = {
         "stage": "teacher",
-        "dataset": data_identity(cfg),
+        "dataset": data_identity(cfg, "teacher"),
         "model": plain(cfg.teacher),
         "schedule": schedule_identity(schedule),
         "optim": plain(cfg.optim),
@@ -134,7 +137,7 @@ def student_spec(cfg: DictConfig, run_dir: Path) -> StageSpec:
         stage="student",
         identity={
             "stage": "student",
-            "dataset": data_identity(cfg),
+            "dataset": data_identity(cfg, STUDENT_STAGE),
             "model": plain(cfg.student),
             "schedule": schedule_identity(schedule),
             "optim": plain(cfg.optim),
@@ -160,11 +163,14 @@ def pre_stage_spec(
     schedule = StageSchedule(stage.epochs, stage.lr, tuple(stage.milestones), stage.gamma)
     identity: dict[str, Any] = {
         "stage": stage.name,
-        "dataset": data_identity(cfg),
+        # a student's own pre-stage (an init stage) trains on the student's data
+        "dataset": data_identity(cfg, stage.name if stage.shared else STUDENT_STAGE),
         "optim": plain(cfg.optim),
         "schedule": schedule_identity(schedule),
         "config": dict(stage.config),
     }
+    if stage.weight_decay is not None:
+        identity["weight_decay"] = stage.weight_decay
     key = teacher_key(cfg)
     if stage.shared:
         identity.update(teacher=key, seed=int(stage.config.get("seed", 0)))
@@ -185,6 +191,7 @@ def pre_stage_spec(
         teacher=cfg.teacher.name if key else None,
         method=cfg.method.name,
         hparams=method_class(cfg.method.name).describe(cfg.method),
+        weight_decay=stage.weight_decay,
     )
 
 

@@ -79,11 +79,9 @@ def main(cfg: DictConfig) -> float | None:
             "same command again",
             128 + exc.signum,
         )
-    print(
-        f"{cfg.stage} {result.status}: last top-1 {result.last_score:.2f}%, best "
-        f"{result.best_score:.2f}% (epoch {result.best_epoch}/{result.epochs}); "
-        f"run record in {run_dir}"
-    )
+    from mhgd.summary import final_message
+
+    print(final_message(cfg.stage, result, run_dir))
     return result.last_score
 
 

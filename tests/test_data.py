@@ -19,9 +19,13 @@ from mhgd.data import (
     ImageSet,
     flip_and_crop,
     load_dataset,
+    stage_data_identity,
     stratified_holdout,
+    stratified_indices,
     to_unit_range,
+    training_set,
 )
+from mhgd.errors import ConfigError
 
 # --- CIFAR-100 ------------------------------------------------------------------------------
 
@@ -473,3 +477,93 @@ def test_batches_reject_settings_that_cannot_work() -> None:
         Batches(data, 2, device="cpu", pad=2)
     with pytest.raises(ValueError, match="batch_size"):
         Batches(data, 0, device="cpu")
+
+
+# --- training subsets (dataset.subset) --------------------------------------------------------
+
+
+def _digits_train(tmp_path: Path, split: str = "final") -> ImageSet:
+    return load_dataset("digits", tmp_path, split=split)[0]
+
+
+def test_subset_is_stratified(tmp_path: Path) -> None:
+    train = _digits_train(tmp_path)
+    picked = stratified_indices(train.labels, seed=0, per_class=10)
+    assert torch.bincount(train.labels[picked]).tolist() == [10] * 10
+    assert len(set(picked.tolist())) == 100
+    counts = torch.bincount(train.labels)
+    share = stratified_indices(train.labels, seed=0, fraction=0.1)
+    expected = [max(1, round(c * 0.1)) for c in counts.tolist()]
+    assert torch.bincount(train.labels[share]).tolist() == expected
+
+
+def test_subset_is_drawn_from_the_seed(tmp_path: Path) -> None:
+    labels = _digits_train(tmp_path).labels
+    again = stratified_indices(labels, seed=3, per_class=10)
+    assert torch.equal(stratified_indices(labels, seed=3, per_class=10), again)
+    assert not torch.equal(stratified_indices(labels, seed=4, per_class=10), again)
+
+
+def test_subset_of_the_tune_split_never_touches_the_validation_images(tmp_path: Path) -> None:
+    whole = _digits_train(tmp_path)
+    kept, held_out = stratified_holdout(whole.labels, DATASETS["digits"].tune_val_size)
+    tune_train = _digits_train(tmp_path, split="tune")
+    assert torch.equal(tune_train.labels, whole.labels[kept])  # the tune split's training part
+    identity = stage_data_identity({"name": "digits", "subset": {"per_class": 5}}, "student")
+    subset = training_set(tune_train, identity, seed=1)
+    assert torch.bincount(subset.labels).tolist() == [5] * 10
+    chosen = kept[stratified_indices(tune_train.labels, seed=1, per_class=5)]
+    assert torch.equal(subset.images, whole.images[chosen])
+    assert not set(chosen.tolist()) & set(held_out.tolist())
+
+
+def test_subset_identity_applies_to_the_stages_it_names() -> None:
+    dataset = {"name": "digits", "split": "final", "download": False}
+    subset = {"per_class": 10, "fraction": None, "stages": ["student"]}
+    whole = stage_data_identity(
+        {**dataset, "subset": {"per_class": None, "fraction": None}}, "student"
+    )
+    assert whole == {"name": "digits", "split": "final"}
+    assert stage_data_identity({**dataset, "subset": subset}, "teacher") == whole
+    assert stage_data_identity({**dataset, "subset": subset}, "mhan") == whole
+    student = stage_data_identity({**dataset, "subset": subset}, "student")
+    assert student["subset"] == {"per_class": 10, "fraction": None}
+    both = {**subset, "stages": ["student", "mhan"]}
+    assert "subset" in stage_data_identity({**dataset, "subset": both}, "mhan")
+
+
+def test_subset_changes_the_student_identity_only() -> None:
+    from mhgd.methods import method_class
+    from mhgd.stages import pre_stage_spec, student_spec, teacher_spec
+    from tests.helpers import compose_config
+
+    def specs(*overrides: str) -> tuple[str, str, str]:
+        cfg = compose_config("method=mhgd", *overrides)
+        mhan = method_class("mhgd").pre_stages(cfg.method)[0]
+        return (
+            teacher_spec(cfg, 0).key,
+            pre_stage_spec(cfg, mhan, None, None).key,
+            student_spec(cfg, Path("run")).key,
+        )
+
+    whole, ten, twenty = (
+        specs(),
+        specs("dataset.subset.per_class=10"),
+        specs("dataset.subset.per_class=20"),
+    )
+    assert whole[:2] == ten[:2] == twenty[:2]  # teacher and MHAN keep the whole set
+    assert len({whole[2], ten[2], twenty[2]}) == 3
+    shared = specs("dataset.subset.per_class=10", "dataset.subset.stages=[student,mhan]")
+    assert shared[0] == whole[0] and shared[1] != whole[1]
+
+
+def test_subset_settings_that_cannot_work_are_config_errors(tmp_path: Path) -> None:
+    labels = _digits_train(tmp_path).labels
+    with pytest.raises(ConfigError, match="has only"):
+        stratified_indices(labels, seed=0, per_class=1000)
+    both = {"name": "digits", "subset": {"per_class": 1, "fraction": 0.5}}
+    with pytest.raises(ConfigError, match="not both"):
+        stage_data_identity(both, "student")
+    stray = {"name": "digits", "subset": {"per_class": 1, "stages": ["students"]}}
+    with pytest.raises(ConfigError, match="unknown"):
+        stage_data_identity(stray, "student")

@@ -381,3 +381,33 @@ def test_biases_start_at_zero_and_batch_norm_as_identity():
     normed = _build("vgg7", batch_norm=True)
     norms = [module for module in normed.modules() if isinstance(module, nn.BatchNorm2d)]
     assert all((bn.weight == 1).all() and (bn.bias == 0).all() for bn in norms)
+
+
+def test_fan_out_init_is_an_option():
+    """The authors' init (code): He normal over the fan-out, for convs and linear layers."""
+    model = build_model("wrn22_4", num_classes=100, image_size=32, init="fan_out")
+    opener = model.blocks[6].conv1.weight  # 128 -> 256: the fan-out is twice the fan-in
+    assert _relative_std_error(opener, 256 * 9) < 0.01
+    vgg = build_model("vgg16", num_classes=100, image_size=32, init="fan_out")
+    linears = [module for module in vgg.modules() if isinstance(module, nn.Linear)]
+    assert _relative_std_error(linears[0].weight, 1024) < 0.01
+    assert _relative_std_error(linears[-1].weight, 100) < 0.03
+    fan_in = build_model("vgg16", num_classes=100, image_size=32, init="fan_in")
+    first = next(m for m in fan_in.modules() if isinstance(m, nn.Linear))
+    assert _relative_std_error(first.weight, 2048) < 0.01
+    with pytest.raises(ValueError, match="fan_in"):
+        build_model("vgg7", num_classes=10, image_size=32, init="xavier")
+
+
+def test_the_paper_experiments_default_to_fan_out_and_init_is_in_the_identity(tmp_path):
+    from mhgd.stages import teacher_spec
+    from tests.helpers import compose_config
+
+    paper = compose_config("experiment=table1/vgg_mhgd")
+    assert paper.teacher.init == paper.student.init == "fan_out"
+    assert compose_config("experiment=quickstart").student.init == "fan_in"
+    keys = {
+        mode: teacher_spec(compose_config(f"teacher.init={mode}"), 0).key
+        for mode in ("fan_in", "fan_out")
+    }
+    assert keys["fan_in"] != keys["fan_out"]

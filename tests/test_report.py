@@ -10,6 +10,7 @@ import json
 import math
 import os
 import statistics
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,9 +22,18 @@ from wandb.apis.public.runs import Run
 
 from mhgd.errors import ConfigError
 from mhgd.pipeline import run
-from mhgd.report import aggregate, build_table, load_runs, to_latex, to_markdown
+from mhgd.records import SCHEMA, RunDir, RunRecord, RunResult
+from mhgd.report import (
+    aggregate,
+    build_table,
+    load_runs,
+    rebuild_table,
+    to_latex,
+    to_markdown,
+)
 from mhgd.report.aggregate import summarise
 from mhgd.report.cli import main as report_main
+from mhgd.report.paired import paired_difference
 from mhgd.report.paper import COMPARISON_TABLES, TABLE4_HEADS
 from mhgd.report.runs import filter_runs, parse_filters
 from mhgd.report.schema import RUN_COLUMNS, run_frame
@@ -172,7 +182,8 @@ def test_flags_name_what_is_wrong(grid: Path) -> None:
 # -- tables -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_table4_from_the_digits_grid(grid: Path) -> None:
-    cells = aggregate(load_runs(grid))
+    # method=none is the student alone too (Table 4's A = 0): keep only the grid's cells
+    cells = aggregate(filter_runs(load_runs(grid), {"method": "mhgd"}))
     table = build_table("table4", cells, dataset="digits")
     assert "digits demo, not the paper's setting" in table.note
     entries = table.entries.set_index("column")
@@ -184,6 +195,19 @@ def test_table4_from_the_digits_grid(grid: Path) -> None:
         assert entry["paper"] == TABLE4_HEADS[heads]
         assert entry["diff"] == pytest.approx(cell["last_mean"] - TABLE4_HEADS[heads])
     assert entries.loc[["4", "8", "16"], "last_mean"].isna().all()
+    # paired by seed with A = 0, from the result files (seed 0 of A = 1 finished twice)
+    files = {c["record"]["hparams"].get("heads"): c for c in expected_cells(grid).values()}
+    for heads in (1, 2):
+        seeds = sorted(set(files[heads]["last"]) & set(files[0]["last"]))
+        diffs = [
+            statistics.mean(files[heads]["last"][s]) - statistics.mean(files[0]["last"][s])
+            for s in seeds
+        ]
+        entry = entries.loc[str(heads)]
+        assert entry["pair_n"] == len(seeds) == 3
+        assert entry["diff_mean"] == pytest.approx(statistics.mean(diffs))
+        assert entry["diff_sd"] == pytest.approx(statistics.stdev(diffs))
+    assert pd.isna(entries.loc["0", "pair_n"])  # the baseline itself
     text = to_markdown(table)
     assert "digits demo, not the paper's setting" in text
     a1 = entries.loc["1"]
@@ -209,8 +233,12 @@ def test_table1_columns_and_ambiguous_entries(grid: Path) -> None:
     teacher = vgg[vgg["column"] == "TN"].iloc[0]
     assert teacher["cell_id"] == cell_of(cells, stage="teacher")["cell_id"]
     assert teacher["n_seeds"] == 1 and teacher["paper"] == 67.99
-    alone = vgg[vgg["column"] == "SN"].iloc[0]
-    assert alone["cell_id"] == cell_of(cells, method="none", stage="student")["cell_id"]
+    alone = vgg[vgg["column"] == "SN"]  # method none and MHGD with A = 0: both alone
+    assert set(alone["cell_id"]) == {
+        cell_of(cells, method="none", stage="student")["cell_id"],
+        cell_of(cells, method="mhgd", heads=0)["cell_id"],
+    }
+    assert all("one of 2 cells for this entry" in flags for flags in alone["flags"])
     for method in ("Soft-logits", "FSP", "AB", "KD-SVD", "KD-SVDF"):
         assert vgg[vgg["column"] == method]["cell_id"].isna().all()
     mhgd = vgg[vgg["column"] == "MHGD"]
@@ -231,7 +259,8 @@ def test_table1_columns_and_ambiguous_entries(grid: Path) -> None:
 def test_report_command_prints_and_writes_table4(
     grid: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert report_main(["table4", str(grid), "--dataset", "digits", "--out", str(tmp_path)]) == 0
+    argv = ["table4", str(grid), "--dataset", "digits", "--filter", "method=mhgd"]
+    assert report_main([*argv, "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "Table 4" in printed and "digits demo, not the paper's setting" in printed
     for suffix in ("md", "tex", "csv", "png", "pdf"):
@@ -272,7 +301,7 @@ def test_report_command_rejects_bad_input(tmp_path: Path, capsys: pytest.Capture
 
 
 # -- W&B as a source ----------------------------------------------------------------------
-def wandb_run(record: dict, result: dict, config: dict, *, full: bool) -> Run:
+def wandb_run(record: dict, result: dict, config: dict, last: dict, *, full: bool) -> Run:
     """A public-API Run object as the W&B server returns it for a run the tracker logged."""
     hparams = record["hparams"]
     logged = {"cell_id": record["cell_id"], "seed": record["seed"], **hparams}
@@ -296,6 +325,8 @@ def wandb_run(record: dict, result: dict, config: dict, *, full: bool) -> Run:
                 "last_top1": result["last_score"],
                 "best_top1": result["best_score"],
                 "epoch": result["epochs_done"],
+                # W&B's summary keeps the last value of every logged metric
+                **{k: v for k, v in last.items() if k == "eval/graph_kl"},
             }
         ),
     }
@@ -311,7 +342,8 @@ def mirrored_runs(root: Path, *, full: bool) -> list[Run]:
             record = read_json(Path(folder) / "record.json")
             config = yaml.safe_load((Path(folder) / "config.yaml").read_text())
             result = read_json(Path(folder) / "result.json")
-            runs.append(wandb_run(record, result, config, full=full))
+            last = (RunDir(folder).read_metrics() or [{}])[-1]
+            runs.append(wandb_run(record, result, config, last, full=full))
     return runs
 
 
@@ -322,12 +354,17 @@ def test_wandb_runs_give_the_same_table(grid: Path, monkeypatch: pytest.MonkeyPa
     remote = frame_from_wandb_runs(mirrored_runs(grid, full=True))
     assert tuple(remote.columns) == RUN_COLUMNS
     assert remote["wandb_path"].str.startswith("team/mhgd/").all()
-    same = [c for c in RUN_COLUMNS if c not in ("run_dir", "wandb_path")]
+    # W&B configs do not carry artifacts, so which MHAN measured the graph KL is disk-only
+    same = [c for c in RUN_COLUMNS if c not in ("run_dir", "wandb_path", "graph_kl_mhan")]
     key = ["wandb_id"]
     left = disk[same].sort_values(key).reset_index(drop=True)
     right = remote[same].sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(left, right, check_dtype=False)
-    pd.testing.assert_frame_equal(aggregate(disk), aggregate(remote), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        aggregate(disk).drop(columns="graph_kl_mhan"),
+        aggregate(remote).drop(columns="graph_kl_mhan"),
+        check_dtype=False,
+    )
 
 
 @pytest.mark.slow
@@ -440,3 +477,180 @@ def test_paper_numbers_are_consistent() -> None:
     for table in COMPARISON_TABLES.values():
         for paper_row in table.rows:
             assert set(paper_row.numbers) == set(table.columns)
+
+
+# -- paired statistics --------------------------------------------------------------------
+def test_paired_difference_matches_a_hand_computation() -> None:
+    """Diffs 2, 1, 3, 2, 3 (seed 5 is unpaired): mean 2.2, sd sqrt(0.7), t = 2.2 / (sd / √5);
+    p from the closed form of Student's t with 4 degrees of freedom."""
+    values = {0: 70.0, 1: 72.0, 2: 71.0, 3: 74.0, 4: 73.0}
+    baseline = {0: 68.0, 1: 71.0, 2: 68.0, 3: 72.0, 4: 70.0, 5: 99.0}
+    result = paired_difference(values, baseline)
+    sd = math.sqrt(0.7)
+    t = 2.2 / (sd / math.sqrt(5))
+    s = t / math.sqrt(t * t + 4)
+    p = 2 * (1 - (0.5 + 0.75 * s * (1 - s * s / 3)))
+    half = 2.7764451051977934 * sd / math.sqrt(5)  # t(0.975, 4) from a printed t table
+    assert result.n == 5
+    assert result.mean == pytest.approx(2.2)
+    assert result.sd == pytest.approx(sd)
+    assert result.t == pytest.approx(t)
+    assert result.p == pytest.approx(p)
+    assert (result.ci_low, result.ci_high) == (
+        pytest.approx(2.2 - half),
+        pytest.approx(2.2 + half),
+    )
+    assert result.significant
+    noisy = paired_difference({0: 1.0, 1: -1.0, 2: 0.5}, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert not noisy.significant and noisy.ci_low < 0 < noisy.ci_high
+    assert paired_difference({0: 1.0}, {1: 2.0}).n == 0
+
+
+# -- reading rules: split, broken files, hyper-parameters ---------------------------------
+def write_run(
+    root: Path,
+    folder: str,
+    *,
+    seed: int,
+    last: float,
+    cell: str = "alone",
+    method: str = "none",
+    teacher: str | None = None,
+    split: str = "final",
+    hparams: dict | None = None,
+    metrics: list[dict] | None = None,
+    artifacts: dict | None = None,
+) -> Path:
+    """A run directory written by the record writers the pipeline uses."""
+    path = root / folder
+    run_dir = RunDir(path)
+    run_dir.write_config({"dataset": {"name": "digits", "split": split}, "seed": seed})
+    record = RunRecord(
+        stage="student",
+        role="main",
+        cell_id=cell,
+        seed=seed,
+        artifact_key=f"{cell}-{seed}",
+        method=method,
+        dataset="digits",
+        model="vgg7",
+        teacher=teacher,
+        hparams=dict(hparams or {}),
+        artifacts=dict(artifacts or {}),
+        wandb_id=f"{folder}-id",
+    )
+    run_dir.write_record(record)
+    run_dir.write_result(RunResult("finished", 2, 2, "top1", last, last, 2))
+    run_dir.write_metrics(metrics or [{"epoch": 1, "score": last}, {"epoch": 2, "score": last}])
+    return path
+
+
+def distilled(seed: int, last: float, **extra) -> dict:
+    """write_run arguments of an MHGD student (A = 2) of the VGG16 teacher."""
+    base = {"cell": "mhgd2", "method": "mhgd", "teacher": "vgg16"}
+    hparams = {"heads": 2, "mhan_epochs": 1, "beta": 1.0}
+    artifacts = {"mhan": f"store/mhan/mhan-of-{extra.get('cell', base['cell'])}"}
+    return {**base, **extra, "seed": seed, "last": last, "hparams": hparams, "artifacts": artifacts}
+
+
+def test_a_tune_trial_stays_out_of_a_test_set_table(tmp_path: Path) -> None:
+    for seed, value in enumerate([80.0, 82.0, 81.0]):
+        write_run(tmp_path, f"alone/{seed}", seed=seed, last=value)
+    write_run(tmp_path, "sweep/trial-0", seed=0, last=99.0, cell="alone-tune", split="tune")
+    write_run(tmp_path, "sweep/trial-1", **distilled(0, 97.0, split="tune", cell="mhgd-tune"))
+    table = rebuild_table("table1", tmp_path, dataset="digits", expected_seeds=3)
+    entries = table.entries[table.entries["row"] == "VGG16 -> VGG7"].set_index("column")
+    assert entries.loc["SN", "last_mean"] == pytest.approx(81.0)
+    assert entries.loc["SN", "n_seeds"] == 3 and entries.loc["SN", "flags"] == ""
+    assert pd.isna(entries.loc["MHGD", "last_mean"])
+    assert "only tune-split runs" in entries.loc["MHGD", "flags"]
+    tuned = rebuild_table("table1", tmp_path, dataset="digits", split="tune", expected_seeds=1)
+    tune_entries = tuned.entries[tuned.entries["row"] == "VGG16 -> VGG7"].set_index("column")
+    assert tune_entries.loc["SN", "last_mean"] == 99.0
+    assert "validation numbers" in tuned.note
+
+
+BROKEN = {
+    "truncated record": ("record.json", lambda p: p.write_text(p.read_text()[:40])),
+    "empty result": ("result.json", lambda p: p.write_text("")),
+    "truncated config": ("config.yaml", lambda p: p.write_text("dataset: {name: [")),
+    "newer record schema": (
+        "record.json",
+        lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "schema": SCHEMA + 1})),
+    ),
+    "newer result field": (
+        "result.json",
+        lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "energy_j": 3.0})),
+    ),
+    "truncated metrics": ("metrics.jsonl", lambda p: p.write_text('{"epoch": 1, "sco')),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_a_broken_record_file_is_skipped_with_one_warning(kind: str, tmp_path: Path) -> None:
+    for seed, value in enumerate([80.0, 82.0, 81.0]):
+        write_run(tmp_path, f"alone/{seed}", seed=seed, last=value)
+    for seed, value in enumerate([84.0, 83.0, 86.0]):
+        write_run(tmp_path, f"mhgd/{seed}", **distilled(seed, value))
+    broken = write_run(tmp_path, "mhgd/3", **distilled(3, 10.0)) / BROKEN[kind][0]
+    BROKEN[kind][1](broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = rebuild_table("table1", tmp_path, dataset="digits", expected_seeds=3)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and str(broken) in messages[0], messages
+    entries = table.entries[table.entries["row"] == "VGG16 -> VGG7"].set_index("column")
+    mhgd = entries.loc["MHGD"]
+    if kind == "truncated metrics":  # only the graph KL comes from metrics.jsonl
+        assert mhgd["n_seeds"] == 4
+    else:
+        assert mhgd["n_seeds"] == 3 and mhgd["last_mean"] == pytest.approx((84 + 83 + 86) / 3)
+    assert entries.loc["SN", "last_mean"] == pytest.approx(81.0)
+
+
+def test_every_described_hyper_parameter_is_a_column_and_splits_cells(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        for tau, cell in ((2.0, "kd-t2"), (4.0, "kd-t4")):
+            hparams = {"tau": tau, "weight": 0.3, "ce_weight": 0.7}
+            write_run(
+                tmp_path,
+                f"{cell}/{seed}",
+                seed=seed,
+                last=80.0 + tau + seed,
+                cell=cell,
+                method="soft_logits",
+                teacher="vgg16",
+                hparams=hparams,
+            )
+    runs = load_runs(tmp_path)
+    assert {"tau", "weight", "ce_weight"} <= set(runs.columns)
+    assert list(runs.columns).index("tau") < list(runs.columns).index("seed")
+    cells = aggregate(runs, expected_seeds=2)
+    assert sorted(cells["tau"]) == [2.0, 4.0]
+    table = build_table("table1", cells, dataset="digits")
+    kd = table.entries[
+        (table.entries["column"] == "Soft-logits") & table.entries["cell_id"].notna()
+    ]
+    assert sorted(kd["last_mean"]) == [82.5, 84.5]
+    assert all("one of 2 cells for this entry (this one: tau=" in f for f in kd["flags"])
+
+
+def test_tables_pair_each_entry_with_the_student_alone(tmp_path: Path) -> None:
+    alone, distil = [80.0, 82.0, 81.0, 79.0], [83.0, 83.5, 84.0, 80.0]
+    kl = [{"epoch": 1, "score": 1.0, "eval/graph_kl": 0.5}, {"epoch": 2, "eval/graph_kl": 0.25}]
+    for seed, (a, d) in enumerate(zip(alone, distil, strict=True)):
+        write_run(tmp_path, f"alone/{seed}", seed=seed, last=a)
+        write_run(tmp_path, f"mhgd/{seed}", **distilled(seed, d, metrics=kl))
+    write_run(tmp_path, "mhgd/9", **distilled(9, 99.0))  # no partner: not paired
+    table = rebuild_table("table1", tmp_path, dataset="digits", expected_seeds=4)
+    vgg = table.entries[table.entries["row"] == "VGG16 -> VGG7"]
+    entry = vgg.set_index("column").loc["MHGD"]
+    expected = paired_difference(dict(enumerate(distil)), dict(enumerate(alone)))
+    assert entry["pair_n"] == 4 and entry["diff_mean"] == pytest.approx(expected.mean)
+    assert entry["diff_p"] == pytest.approx(expected.p)
+    assert bool(entry["significant"]) == expected.significant
+    assert entry["graph_kl_mean"] == pytest.approx(0.25)
+    text = to_markdown(table)
+    assert "vs SN" in text and "graph KL" in text and "| baseline |" in text
+    assert "0.25 ± 0 [mhan-of-mhgd2]" in text
+    assert f"{expected.mean:+.2f} [{expected.ci_low:+.2f}, {expected.ci_high:+.2f}]" in text

@@ -67,12 +67,21 @@ class ModelConfig:
 
 
 @dataclass
+class SubsetConfig:
+    """``dataset.subset``: a stratified part of the training set for some stages (per seed)."""
+
+    per_class: int | None = bounded(None, ge=1)
+    fraction: float | None = bounded(None, gt=0, le=1)
+    stages: list[str] = field(default_factory=lambda: ["student"])
+
+
+@dataclass
 class DatasetConfig:
     name: str = "cifar100"
     split: str = choice("final", "final", "tune")
     val_size: int | None = bounded(None, ge=1)
     download: bool = False
-    train_per_class: int | None = bounded(None, ge=1)
+    subset: SubsetConfig = field(default_factory=SubsetConfig)
 
 
 @dataclass
@@ -81,7 +90,7 @@ class ScheduleConfig:
     lr: float = bounded(0.01, gt=0)
     milestones: list[int] = field(default_factory=list, metadata={"item_ge": 1})
     gamma: float = bounded(0.1, gt=0)
-    student_scale: float = bounded(0.5, gt=0, le=1)
+    student_scale: float = bounded(0.5, gt=0)
 
 
 @dataclass
@@ -127,6 +136,7 @@ class TrainConfig:
     seed: int = bounded(0, ge=0)
     teacher_seed: int = bounded(0, ge=0)
     teacher_checkpoint: str | None = None
+    probe_mhan: str | None = None
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     teacher: ModelConfig = field(default_factory=ModelConfig)
     student: ModelConfig = field(default_factory=ModelConfig)

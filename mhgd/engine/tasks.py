@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mhgd.methods.base import Distiller, Stats, no_grad_teacher
+from mhgd.methods.base import Distiller, EvalProbe, Stats, no_grad_teacher
 from mhgd.models.base import SensedModel
 
 
@@ -38,10 +38,14 @@ class ClassifierTask:
         autocast: torch.dtype | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        probe: EvalProbe | None = None,
     ) -> None:
         if method.uses_teacher and teacher is None:
             raise ValueError(f"method {method.name!r} needs a teacher, none was given")
         self.model, self.method, self.teacher = model, method, teacher
+        # -- evaluation probe: the method's own (MHGD: its heads), else a given one (a cached
+        # MHAN's graph KL for a student of another method)
+        self.probe = method.eval_probe() or probe
         self.autocast, self.channels_last = autocast, channels_last
         self._device = next(model.parameters()).device
         self._model: Any = torch.compile(model) if compile else model
@@ -90,17 +94,25 @@ class ClassifierTask:
     @torch.no_grad()
     def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
         self.model.eval()
-        sums: Tensor | float = 0.0  # [correct, summed loss] on the device, read once
+        sums: Tensor | float = 0.0  # [correct, summed loss, probes...] on the device, read once
+        names: list[str] = []
         total = 0
         for images, labels in batches:
             with self._precision():
-                logits = self._model(self._prepare(images))[0].float()
+                out = self._model(self._prepare(images))
+            logits = out[0].float()
             loss = F.cross_entropy(logits, labels, reduction="sum")
             correct = (logits.argmax(1) == labels).sum()
-            sums = sums + torch.stack([correct.double(), loss.double()])
+            row = [correct.double(), loss.double()]
+            if self.probe is not None:
+                probed = self.probe(out, self._prepare(images))
+                names = sorted(probed)
+                row += [probed[name].double() * labels.numel() for name in names]
+            sums = sums + torch.stack(row)
             total += labels.numel()
-        correct, loss = torch.as_tensor(sums).tolist()
-        return {"top1": 100.0 * correct / total, "ce": loss / total}
+        correct, loss, *probe_sums = torch.as_tensor(sums).tolist()
+        result = {"top1": 100.0 * correct / total, "ce": loss / total}
+        return result | {name: value / total for name, value in zip(names, probe_sums, strict=True)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "method": self.method.state_dict()}

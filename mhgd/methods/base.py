@@ -11,7 +11,7 @@ from ``pre_stage_task`` and returns its final state through ``load_pre_stage``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -28,6 +28,9 @@ ModelOutput = tuple[Tensor, list[Tensor]]
 # Per-step statistics: 0-dim tensors left on the device. The training loop sums them there and
 # reads them once per epoch, so a step never waits for the GPU to finish.
 Stats = dict[str, Tensor]
+EvalProbe = Callable[[ModelOutput, Tensor], dict[str, Tensor]]
+"""(student output, images) of a held-out batch -> per-sample means of evaluation-only
+metrics (e.g. MHGD's graph KL to the teacher), averaged over the evaluation set by the task."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class PreStage:
     lr: float
     milestones: tuple[int, ...] = ()
     gamma: float = 1.0
+    weight_decay: float | None = None  # None: the student's (optim.weight_decay)
 
 
 class Distiller(nn.Module):
@@ -92,6 +96,10 @@ class Distiller(nn.Module):
     def load_pre_stage(self, stage: PreStage, task_state: Mapping[str, Any]) -> None:
         """Take over the final state of a trained pre-stage (e.g. the attention heads)."""
         raise KeyError(f"{type(self).__name__} has no pre-stage {stage.name!r}")
+
+    def eval_probe(self) -> EvalProbe | None:
+        """What the evaluation measures besides accuracy (None: nothing); see EvalProbe."""
+        return None
 
     def loss_terms(
         self, student_out: ModelOutput, teacher_out: ModelOutput | None, labels: Tensor

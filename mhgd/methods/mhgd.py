@@ -182,6 +182,15 @@ def transfer_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     return (log_student.exp() * (log_student - log_teacher)).sum()
 
 
+def graph_kl_per_row(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """KL(G^S || G^T) of one module, averaged over heads and rows: (the transfer loss) / (A N).
+
+    The held-out measure of the transfer (it does not grow with the batch's row count or A).
+    """
+    heads, rows = student_logits.shape[0], student_logits.shape[1]
+    return transfer_loss(student_logits, teacher_logits) / (heads * rows)
+
+
 def warmup(epoch: int) -> float:
     """sigmoid(e), the factor that lets the transfer gradient grow over the first epochs."""
     if epoch < 0:
@@ -366,6 +375,67 @@ class MhgdConfig(MethodConfig):
     mhan: MhanConfig = field(default_factory=MhanConfig)
 
 
+class GraphProbe:
+    """The mechanism as a metric: the student's graph KL to the teacher through frozen heads.
+
+    ``graph_kl`` is the mean over modules, heads and rows of KL(G^S || G^T) on a held-out batch
+    (``graph_kl_per_row``). MHGD's students are probed through their own heads; any other
+    student of the same teacher can be probed through a cached MHAN's heads
+    (``probe_mhan=<MHAN run dir>``), so a table shows the transfer beside accuracy.
+    """
+
+    def __init__(
+        self,
+        teacher: SensedModel,
+        heads: nn.ModuleList,
+        sign: str,
+        student_k: int,
+        adapters: nn.ModuleList | None = None,
+    ) -> None:
+        self.teacher, self.heads, self.sign, self.student_k = teacher, heads, sign, student_k
+        self.adapters = adapters
+        self.counter = ZeroedGradientCounter()  # no gradients flow here; the API needs one
+
+    @classmethod
+    def from_mhan(
+        cls, teacher: SensedModel, heads_state: Mapping[str, Tensor], method_cfg: Any
+    ) -> GraphProbe:
+        """A probe through the heads of a trained MHAN (its task state's ``heads``)."""
+        count = int(method_cfg.heads)
+        heads = nn.ModuleList(
+            AttentionHeads(d_front, d_back, count)
+            for d_front, d_back in module_widths(teacher.sensing)
+        ).to(next(teacher.parameters()).device)
+        try:
+            heads.load_state_dict(heads_state)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"the MHAN heads do not fit this teacher's sensing points: {exc}"
+            ) from exc
+        heads.eval().requires_grad_(False)
+        return cls(teacher, heads, str(method_cfg.sign), int(method_cfg.student_k))
+
+    @torch.no_grad()
+    def __call__(self, student_out: ModelOutput, images: Tensor) -> dict[str, Tensor]:
+        training = self.heads.training
+        self.heads.eval()
+        student_maps = student_out[1]
+        if self.adapters is not None:
+            student_maps = [adapt(f) for adapt, f in zip(self.adapters, student_maps, strict=True)]
+        t_vectors = [teacher_vectors(f.float(), self.sign) for f in self.teacher(images)[1]]
+        s_vectors = [
+            student_vectors(f.float(), t, self.student_k, self.counter)
+            for f, t in zip(student_maps, t_vectors, strict=True)
+        ]
+        total = t_vectors[0].new_zeros(())
+        for m, heads in enumerate(self.heads):
+            total += graph_kl_per_row(
+                heads(s_vectors[m], s_vectors[m + 1]), heads(t_vectors[m], t_vectors[m + 1])
+            )
+        self.heads.train(training)
+        return {"graph_kl": total / len(self.heads)}
+
+
 @register
 class MHGD(Distiller):
     """Multi-head graph distillation: the student matches the teacher's attention graphs.
@@ -447,6 +517,7 @@ class MHGD(Distiller):
                 },
                 epochs=int(mhan.epochs),
                 lr=float(mhan.lr),
+                weight_decay=float(mhan.weight_decay),
             )
         ]
 
@@ -462,6 +533,12 @@ class MHGD(Distiller):
             super().load_pre_stage(stage, task_state)
         self.heads.load_state_dict(task_state["heads"])
         self.heads.requires_grad_(False)  # frozen for the student stage (section 5)
+
+    def eval_probe(self) -> GraphProbe | None:
+        """The graph KL through this student's own (frozen) heads, when it distils."""
+        if not len(self.heads) or self._teacher[0] is None:
+            return None
+        return GraphProbe(self._teacher[0], self.heads, self.sign, self.student_k, self.adapters)
 
     def train(self, mode: bool = True) -> MHGD:
         """The heads stay in eval mode in the student stage: running statistics from stage 2."""

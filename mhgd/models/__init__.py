@@ -7,9 +7,18 @@ module of this package on first use, so adding a network is a module and a yaml 
 from __future__ import annotations
 
 from mhgd.models.base import SensedModel, SensingPoint
+from mhgd.models.layers import DEFAULT_INIT, INIT_MODES, he_init
 from mhgd.models.registry import MODELS
 
-__all__ = ["MODELS", "MODEL_NAMES", "SensedModel", "SensingPoint", "build_model"]
+__all__ = [
+    "DEFAULT_INIT",
+    "INIT_MODES",
+    "MODELS",
+    "MODEL_NAMES",
+    "SensedModel",
+    "SensingPoint",
+    "build_model",
+]
 
 
 def __getattr__(name: str) -> tuple[str, ...]:
@@ -26,8 +35,9 @@ def build_model(
     image_size: int,
     width: float = 1.0,
     batch_norm: bool | None = None,
+    init: str = DEFAULT_INIT,
 ) -> SensedModel:
-    """Build a freshly He-initialised network.
+    """Build a freshly He-initialised network (``init``: "fan_in" or "fan_out", see he_init).
 
     ``width`` multiplies every channel count (as max(1, round(c * width))) for narrow test and
     quickstart models; ``batch_norm=None`` keeps the model's own default (off for the VGGs, on
@@ -38,5 +48,10 @@ def build_model(
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if not width > 0:
         raise ValueError(f"width must be a positive channel multiplier (1 = paper), got {width!r}")
+    if init not in INIT_MODES:
+        raise ValueError(f"init must be one of {INIT_MODES}, got {init!r}")
     options = {} if batch_norm is None else {"batch_norm": batch_norm}
-    return builder(num_classes=num_classes, image_size=image_size, width=width, **options)
+    model = builder(num_classes=num_classes, image_size=image_size, width=width, **options)
+    if init != DEFAULT_INIT:  # the networks initialise themselves with the default
+        he_init(model, init)
+    return model

@@ -9,6 +9,7 @@ Reads run records (``mhgd.records``) and W&B; never imports the training code.
 
 from mhgd.report.aggregate import EXPECTED_SEEDS, aggregate
 from mhgd.report.build import cell_curves, rebuild_table, select_runs, write_report
+from mhgd.report.paired import paired_difference
 from mhgd.report.plots import curves_figure, table_figure
 from mhgd.report.render import to_csv, to_latex, to_markdown
 from mhgd.report.runs import filter_runs, load_runs
@@ -23,6 +24,7 @@ __all__ = [
     "curves_figure",
     "filter_runs",
     "load_runs",
+    "paired_difference",
     "rebuild_table",
     "select_runs",
     "table_figure",

@@ -16,22 +16,35 @@ from collections.abc import Sequence
 import pandas as pd
 from scipy import stats
 
-from mhgd.report.schema import HPARAM_COLUMNS
+from mhgd.report.schema import hparam_columns
 
 EXPECTED_SEEDS = 5  # method.md section 6: every reported number is the mean of 5 trials
-DESCRIPTION = ("stage", "method", "dataset", "split", "teacher", "student", *HPARAM_COLUMNS)
+DESCRIPTION_BASE = ("stage", "method", "dataset", "split", "subset", "teacher", "student")
 UNFINISHED = ("failed", "pruned", "preempted", "running")
 SCORES = ("last", "best")
-CELL_COLUMNS: tuple[str, ...] = (
-    "cell_id",
-    *DESCRIPTION,
+STATISTICS: tuple[str, ...] = (
     "n_seeds",
     "seeds",
     *(f"{score}_{stat}" for score in SCORES for stat in ("mean", "std", "ci95")),
+    "graph_kl_mean",
+    "graph_kl_std",
+    "graph_kl_mhan",
+    "last_by_seed",
     *(f"n_{status}" for status in UNFINISHED),
     "duplicated_seeds",
     "flags",
 )
+"""``last_by_seed``: {seed: last-epoch top-1} of the finished runs, for paired comparisons;
+``graph_kl_*``: the held-out graph KL to the teacher over the seeds that measured it."""
+
+
+def description_columns(runs: pd.DataFrame) -> tuple[str, ...]:
+    """What tells cells apart in words: the base description and every hyper-parameter."""
+    return (*DESCRIPTION_BASE, *hparam_columns(runs))
+
+
+def cell_columns(description: Sequence[str]) -> tuple[str, ...]:
+    return ("cell_id", *description, *STATISTICS)
 
 
 def summarise(values: Sequence[float]) -> tuple[float, float, float]:
@@ -56,19 +69,27 @@ def _flags(n_seeds: int, expected: int, counts: dict[str, int], duplicated: list
     return "; ".join(flags)
 
 
-def _cell(runs: pd.DataFrame, expected: int) -> dict[str, object]:
+def _cell(runs: pd.DataFrame, expected: int, description: Sequence[str]) -> dict[str, object]:
     finished = runs[runs["status"] == "finished"]
-    per_seed = finished.groupby("seed")[["last_top1", "best_top1"]].mean()
+    per_seed = finished.groupby("seed")[["last_top1", "best_top1", "last_graph_kl"]].mean()
     run_counts = finished["seed"].value_counts()
     duplicated = sorted(int(s) for s in run_counts[run_counts > 1].index)
     counts = {s: int((runs["status"] == s).sum()) for s in UNFINISHED}
     first = runs.iloc[0]
-    row: dict[str, object] = {"cell_id": first["cell_id"], **{c: first[c] for c in DESCRIPTION}}
+    row: dict[str, object] = {"cell_id": first["cell_id"], **{c: first[c] for c in description}}
     row["n_seeds"] = len(per_seed)
     row["seeds"] = ",".join(str(int(s)) for s in per_seed.index)
     for score in SCORES:
         mean, std, ci95 = summarise(per_seed[f"{score}_top1"].dropna().tolist())
         row.update({f"{score}_mean": mean, f"{score}_std": std, f"{score}_ci95": ci95})
+    row["graph_kl_mean"], row["graph_kl_std"], _ = summarise(
+        per_seed["last_graph_kl"].dropna().tolist()
+    )
+    mhans = sorted(set(finished["graph_kl_mhan"].dropna()))
+    row["graph_kl_mhan"] = ",".join(mhans) or None
+    row["last_by_seed"] = {
+        int(seed): float(value) for seed, value in per_seed["last_top1"].dropna().items()
+    }
     row.update({f"n_{s}": counts[s] for s in UNFINISHED})
     row["duplicated_seeds"] = ",".join(map(str, duplicated))
     row["flags"] = _flags(len(per_seed), expected, counts, duplicated)
@@ -76,10 +97,13 @@ def _cell(runs: pd.DataFrame, expected: int) -> dict[str, object]:
 
 
 def aggregate(runs: pd.DataFrame, expected_seeds: int = EXPECTED_SEEDS) -> pd.DataFrame:
-    """One row per cell of the main runs, in CELL_COLUMNS order."""
+    """One row per cell of the main runs, in ``cell_columns`` order."""
     if expected_seeds < 1:
         raise ValueError(f"expected_seeds={expected_seeds}: a cell needs at least one seed")
     main = runs[runs["role"] == "main"]
-    cells = [_cell(group, expected_seeds) for _, group in main.groupby("cell_id", sort=True)]
-    frame = pd.DataFrame(cells, columns=list(CELL_COLUMNS))
+    description = description_columns(runs)
+    cells = [
+        _cell(group, expected_seeds, description) for _, group in main.groupby("cell_id", sort=True)
+    ]
+    frame = pd.DataFrame(cells, columns=list(cell_columns(description)))
     return frame.astype({"n_seeds": "int64", "heads": "Int64", "mhan_epochs": "Int64"})

@@ -14,7 +14,7 @@ from mhgd.report.aggregate import EXPECTED_SEEDS, aggregate
 from mhgd.report.plots import curves_figure, save_figure, table_figure
 from mhgd.report.render import write_table
 from mhgd.report.runs import cell_histories, filter_runs, load_runs, resolve_cell
-from mhgd.report.tables import Table, build_table
+from mhgd.report.tables import TABLE_SPLIT, Table, build_table
 
 
 def default_out_dir() -> Path:
@@ -41,11 +41,12 @@ def rebuild_table(
     filters: Mapping[str, Any] | None = None,
     wandb_filters: Mapping[str, Any] | None = None,
     expected_seeds: int = EXPECTED_SEEDS,
+    split: str = TABLE_SPLIT,
 ) -> Table:
-    """Table ``name`` (table1..table4) from the runs of ``sources``."""
+    """Table ``name`` (table1..table4) from the runs of ``sources`` on ``split``."""
     runs = select_runs(sources, filters, wandb_filters)
     cells = aggregate(runs, expected_seeds)
-    return build_table(name, cells, dataset=dataset, teacher=teacher, student=student)
+    return build_table(name, cells, dataset=dataset, teacher=teacher, student=student, split=split)
 
 
 def write_report(table: Table, out_dir: str | Path) -> tuple[list[Path], Figure]:

@@ -27,8 +27,10 @@ from mhgd.report.plots import save_figure
 from mhgd.report.publish import log_report
 from mhgd.report.render import to_markdown
 from mhgd.report.runs import parse_filters
-from mhgd.report.tables import TABLE_NAMES
+from mhgd.report.tables import TABLE_NAMES, TABLE_SPLIT
 from mhgd.tracking import MODES
+
+SPLITS = ("final", "tune")  # mhgd.data.SPLITS; the report does not import the data code
 
 
 def _json_object(text: str) -> dict:
@@ -88,6 +90,13 @@ def parser() -> argparse.ArgumentParser:
             help=f"seeds a complete cell has (default {EXPECTED_SEEDS}, the paper's)",
         )
         table.add_argument(
+            "--split",
+            choices=SPLITS,
+            default=TABLE_SPLIT,
+            help="runs of which evaluation split the table reports (default final: the test "
+            "set; tune: a sweep's validation numbers)",
+        )
+        table.add_argument(
             "--wandb-log", action="store_true", help="log the table and figure to W&B"
         )
         table.add_argument(
@@ -114,6 +123,7 @@ def _table_command(args: argparse.Namespace, out: Path) -> None:
         filters=parse_filters(args.filter),
         wandb_filters=args.wandb_filters,
         expected_seeds=args.seeds,
+        split=args.split,
     )
     print(to_markdown(table))
     paths, _ = write_report(table, out)

@@ -44,13 +44,57 @@ def _sd(value: Any) -> float:
     return 0.0 if pd.isna(value) else float(value)
 
 
+def _paired_label(entry: pd.Series) -> str:
+    """A bar's or point's paired difference from the baseline: "+1.20*" (* = significant)."""
+    if pd.isna(entry["diff_mean"]) or entry["pair_n"] in (None, 0):
+        return ""
+    star = "*" if not pd.isna(entry["significant"]) and bool(entry["significant"]) else ""
+    return f"{float(entry['diff_mean']):+.2f}{star}"
+
+
+def paired_axes(axes: Any, entries: pd.DataFrame, x_of: Mapping[Any, float], baseline: str) -> None:
+    """Per-seed paired differences from the baseline with their 95% intervals; filled markers
+    are significant at 5%, hollow ones are not."""
+    paired = entries.dropna(subset=["diff_mean"])
+    paired = paired[paired["pair_n"].fillna(0).astype(int) > 0]
+    axes.axhline(0.0, color="0.5", lw=0.8)
+    for _, entry in paired.iterrows():
+        low, high = entry["diff_ci_low"], entry["diff_ci_high"]
+        spread = (
+            [[0.0], [0.0]]
+            if pd.isna(low)
+            else [[entry["diff_mean"] - low], [high - entry["diff_mean"]]]
+        )
+        significant = not pd.isna(entry["significant"]) and bool(entry["significant"])
+        axes.errorbar(
+            [x_of[entry["key"]]],
+            [entry["diff_mean"]],
+            yerr=spread,
+            fmt="o",
+            capsize=4,
+            color="C2",
+            mfc="C2" if significant else "white",
+        )
+        axes.annotate(
+            _paired_label(entry) + f" (n={int(entry['pair_n'])})",
+            (x_of[entry["key"]], entry["diff_mean"]),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize=7,
+        )
+    axes.set_ylabel(f"top-1 minus {baseline}\n(paired by seed, 95% CI)", fontsize=8)
+    axes.grid(alpha=0.3)
+
+
 def heads_figure(table: Table) -> Figure:
-    """Table 4 as a curve: our mean ± sd over seeds against A, and the paper's curve."""
+    """Table 4 as a curve: our mean ± sd over seeds against A, and the paper's curve; below,
+    each A's paired difference from A = 0."""
     entries = table.entries.assign(heads=table.entries["column"].astype(int))
+    entries = entries.assign(key=entries["heads"])
     order = sorted(entries["heads"].unique())
     x_of = {a: i for i, a in enumerate(order)}
-    figure = _figure(6, 4)
-    axes = figure.add_subplot()
+    figure = _figure(6, 6)
+    axes, below = figure.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     paper = entries.dropna(subset=["paper"]).drop_duplicates("heads")
     axes.plot(
         [x_of[a] for a in paper["heads"]],
@@ -79,17 +123,19 @@ def heads_figure(table: Table) -> Figure:
             xytext=(6, -12),
             fontsize=7,
         )
-    axes.set_xticks(range(len(order)), [str(a) for a in order])
-    axes.set_xlabel("number of heads A (0 = student alone)")
     axes.set_ylabel("top-1 (%)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
+    paired_axes(below, entries, x_of, f"A = {table.baseline}")
+    below.set_xticks(range(len(order)), [str(a) for a in order])
+    below.set_xlabel("number of heads A (0 = student alone)")
     _title(figure, table)
     return figure
 
 
 def comparison_figure(table: Table) -> Figure:
-    """Tables 1-3 as grouped bars per teacher -> student row: ours (± sd) beside the paper."""
+    """Tables 1-3 as grouped bars per teacher -> student row: ours (± sd) beside the paper,
+    each bar labelled with its paired difference from the student alone (* = significant)."""
     rows = list(dict.fromkeys(table.entries["row"]))
     figure = _figure(7, 2.6 * len(rows))
     for index, row in enumerate(rows):
@@ -115,6 +161,17 @@ def comparison_figure(table: Table) -> Figure:
             capsize=3,
             label="ours",
         )
+        for position, (_, entry) in zip(x, entries.iterrows(), strict=True):
+            if label := _paired_label(entry):  # the paired difference from the student alone
+                axes.annotate(
+                    label,
+                    (position + 0.2, 0 if pd.isna(entry["last_mean"]) else entry["last_mean"]),
+                    textcoords="offset points",
+                    xytext=(0, 3),
+                    ha="center",
+                    fontsize=7,
+                    color="C2",
+                )
         axes.set_xticks(x, list(entries["column"]), fontsize=8)
         axes.set_ylabel("top-1 (%)")
         axes.set_title(row, fontsize=9)

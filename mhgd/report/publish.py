@@ -6,6 +6,7 @@ key and a reachable server, offline otherwise (``wandb sync`` uploads it later).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ def log_report(
     import wandb
 
     entries = table.entries.astype(object).where(table.entries.notna(), None)
+    # W&B tables take scalars: {seed: top-1} becomes its JSON text
+    entries = entries.map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v)
     run = wandb.init(
         project=project,
         entity=entity,

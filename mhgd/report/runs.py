@@ -9,8 +9,12 @@ of one run: they stay, and the aggregation flags them.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,27 +22,128 @@ import pandas as pd
 import yaml
 
 from mhgd.errors import ConfigError
-from mhgd.records import RunDir, find_runs
-from mhgd.report.schema import HPARAM_COLUMNS, RUN_COLUMNS, run_frame
+from mhgd.records import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RECORD_FILE,
+    RESULT_FILE,
+    SCHEMA,
+    RunDir,
+    RunRecord,
+    RunResult,
+    find_runs,
+)
+from mhgd.report.schema import (
+    BASE_COLUMNS,
+    HPARAM_COLUMNS,
+    hparam_columns,
+    run_frame,
+    subset_label,
+)
 from mhgd.report.wandb_source import runs_from_wandb, wandb_history
 
 WANDB_PREFIX = "wandb:"
 
 
-def _split(run: RunDir) -> str | None:
-    """The data split the run evaluated on (sweeps use ``tune``, the paper's numbers ``final``)."""
-    path = run.file("config.yaml")
+class Unreadable(Exception):
+    """A record file the report cannot use; the message names the file and the reason."""
+
+
+def _checked(path: Path, data: Any, kind: type) -> Any:
+    """A record or result dict as its dataclass, refusing files of a newer schema."""
+    if not isinstance(data, dict):
+        raise Unreadable(f"{path}: not a JSON object")
+    schema = data.get("schema", 1)
+    if not isinstance(schema, int) or schema > SCHEMA:
+        raise Unreadable(
+            f"{path}: written by a newer mhgd (record schema {schema}, this one reads up to "
+            f"{SCHEMA}); upgrade mhgd to include it"
+        )
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise Unreadable(f"{path}: unknown fields {unknown} (a newer record schema?)")
+    try:
+        return kind(**data)
+    except (TypeError, ValueError) as exc:
+        raise Unreadable(f"{path}: {exc}") from exc
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Unreadable(f"{path}: unreadable or truncated JSON ({exc})") from exc
+
+
+def read_record(run: RunDir) -> RunRecord:
+    return _checked(run.file(RECORD_FILE), _json(run.file(RECORD_FILE)), RunRecord)
+
+
+def read_result(run: RunDir) -> RunResult | None:
+    path = run.file(RESULT_FILE)
+    return _checked(path, _json(path), RunResult) if path.is_file() else None
+
+
+def read_config(run: RunDir) -> dict[str, Any]:
+    path = run.file(CONFIG_FILE)
     if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise Unreadable(f"{path}: unreadable or truncated YAML ({exc})") from exc
+    if not isinstance(config, dict):
+        raise Unreadable(f"{path}: not a YAML mapping (empty or truncated?)")
+    return config
+
+
+def read_metrics(run: RunDir) -> list[dict[str, Any]]:
+    path = run.file(METRICS_FILE)
+    if not path.is_file():
+        return []
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Unreadable(f"{path}: unreadable or truncated JSON lines ({exc})") from exc
+    if not all(isinstance(row, dict) for row in rows):
+        raise Unreadable(f"{path}: a line is not a JSON object")
+    return rows
+
+
+def _last_graph_kl(run: RunDir, finished: bool) -> float | None:
+    """The last epoch's held-out graph KL, if the run measured it (a bad metrics.jsonl only
+    costs this column: accuracy comes from result.json)."""
+    if not finished:
         return None
-    dataset = (yaml.safe_load(path.read_text()) or {}).get("dataset") or {}
-    return dataset.get("split")
+    try:
+        rows = read_metrics(run)
+    except Unreadable as exc:
+        warnings.warn(f"graph KL not read: {exc}", stacklevel=3)
+        return None
+    value = rows[-1].get("eval/graph_kl") if rows else None
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _probe_mhan(record: RunRecord) -> str | None:
+    """The MHAN whose heads measured a student's graph KL: a probe's, else its own."""
+    path = record.artifacts.get("probe_mhan") or record.artifacts.get("mhan")
+    return Path(path).name if path else None
 
 
 def disk_row(run: RunDir) -> dict[str, Any]:
-    """One run directory as a row; a run that never reported an epoch counts as running."""
-    record = run.read_record()
-    result = run.read_result()
+    """One run directory as a row; a run that never reported an epoch counts as running.
+
+    Raises Unreadable when record.json, result.json or config.yaml cannot be used.
+    """
+    record = read_record(run)
+    result = read_result(run)
+    dataset = read_config(run).get("dataset") or {}
     top1 = result is not None and result.score_name == "top1"
+    graph_kl = _last_graph_kl(run, top1 and result.status == "finished")
+    clash = sorted(set(record.hparams) & set(BASE_COLUMNS))
+    if clash:
+        raise Unreadable(f"{run.file(RECORD_FILE)}: hparams {clash} shadow run-table columns")
     return {
         "cell_id": record.cell_id,
         "stage": record.stage,
@@ -47,12 +152,16 @@ def disk_row(run: RunDir) -> dict[str, Any]:
         "teacher": record.teacher,
         "student": record.model,
         "dataset": record.dataset,
-        "split": _split(run),
-        **{key: record.hparams.get(key) for key in HPARAM_COLUMNS},
+        "split": dataset.get("split") if isinstance(dataset, dict) else None,
+        "subset": subset_label(record.extra.get("train_subset")),
+        **{key: None for key in HPARAM_COLUMNS},
+        **record.hparams,
         "seed": record.seed,
         "status": result.status if result else "running",
         "last_top1": result.last_score if top1 else None,
         "best_top1": result.best_score if top1 else None,
+        "last_graph_kl": graph_kl,
+        "graph_kl_mhan": _probe_mhan(record) if graph_kl is not None else None,
         "epochs_done": result.epochs_done if result else 0,
         "epochs": result.epochs if result else None,
         "wandb_id": record.wandb_id,
@@ -63,7 +172,11 @@ def disk_row(run: RunDir) -> dict[str, Any]:
 
 
 def runs_from_disk(roots: Sequence[str | Path]) -> pd.DataFrame:
-    """Every run below the given directories, each physical run once."""
+    """Every run below the given directories, each physical run once.
+
+    A run whose record.json, result.json or config.yaml is unreadable, truncated or of a newer
+    schema is left out with one warning naming the file and why; the others still count.
+    """
     rows, seen_paths, seen_ids = [], set(), set()
     for root in roots:
         if not Path(root).exists():
@@ -73,13 +186,20 @@ def runs_from_disk(roots: Sequence[str | Path]) -> pd.DataFrame:
             )
         for run in find_runs(root):
             real = os.path.realpath(run.path)
-            row = disk_row(run)
-            if real in seen_paths or (row["wandb_id"] and row["wandb_id"] in seen_ids):
+            if real in seen_paths:
                 continue
             seen_paths.add(real)
+            try:
+                row = disk_row(run)
+            except Unreadable as exc:
+                warnings.warn(f"run skipped: {exc}", stacklevel=2)
+                continue
+            if row["wandb_id"] and row["wandb_id"] in seen_ids:
+                continue
             seen_ids.add(row["wandb_id"])
             rows.append(row)
-    return run_frame(rows)
+    extras = {k for row in rows for k in row if k not in BASE_COLUMNS}
+    return run_frame(rows, sorted(extras))
 
 
 def load_runs(
@@ -95,6 +215,7 @@ def load_runs(
     frames = [runs_from_disk(directories)] if directories else []
     frames += [runs_from_wandb(project, wandb_filters) for project in projects]
     runs = pd.concat(frames, ignore_index=True)
+    runs = run_frame(runs.to_dict("records"), hparam_columns(runs))  # one column order
     # A run given both as a folder and as its W&B mirror is one run: keep the record on disk.
     mirrored = runs["wandb_id"].notna() & runs["wandb_id"].duplicated()
     return runs[~mirrored].reset_index(drop=True)
@@ -123,7 +244,7 @@ def filter_runs(runs: pd.DataFrame, filters: Mapping[str, Any]) -> pd.DataFrame:
     keep = pd.Series(True, index=runs.index)
     for column, value in filters.items():
         if column not in runs.columns:
-            raise ConfigError(f"cannot filter on {column!r}: the columns are {list(RUN_COLUMNS)}")
+            raise ConfigError(f"cannot filter on {column!r}: the columns are {list(runs.columns)}")
         values = runs[column]
         if value is None:
             keep &= values.isna()
@@ -138,7 +259,11 @@ def filter_runs(runs: pd.DataFrame, filters: Mapping[str, Any]) -> pd.DataFrame:
 def epoch_metrics(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The per-epoch rows of one run (a row of the runs table), from disk or from W&B."""
     if run.get("run_dir"):
-        return RunDir(run["run_dir"]).read_metrics()
+        try:
+            return read_metrics(RunDir(run["run_dir"]))
+        except Unreadable as exc:
+            warnings.warn(f"curves skipped: {exc}", stacklevel=2)
+            return []
     if run.get("wandb_path"):
         return wandb_history(run["wandb_path"])
     raise ConfigError(f"run {run.get('wandb_id')} has neither a run directory nor a W&B path")

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from mhgd.errors import ConfigError
-from mhgd.report.schema import HPARAM_COLUMNS, run_frame
+from mhgd.report.schema import HPARAM_COLUMNS, run_frame, subset_label
 
 # W&B run states for runs that ended before writing our summary.
 _STATES = {"finished": "finished", "running": "running", "crashed": "failed", "failed": "failed"}
@@ -47,6 +47,7 @@ def wandb_row(run: Any) -> tuple[dict[str, Any], list[str]]:
     ]
     dataset = config.get("dataset") or {}
     top1 = "last_top1" in summary
+    status = summary.get("status") or _STATES.get(run.state, "failed")
     return {
         "cell_id": logged.get("cell_id") or run.group,
         "stage": stage,
@@ -56,11 +57,15 @@ def wandb_row(run: Any) -> tuple[dict[str, Any], list[str]]:
         "student": logged.get("model") or _name(config.get("model")),
         "dataset": logged.get("dataset") or _name(dataset),
         "split": dataset.get("split") if isinstance(dataset, Mapping) else None,
+        "subset": subset_label(logged.get("train_subset")),
         **{key: logged.get(key) for key in HPARAM_COLUMNS},
         "seed": logged.get("seed", config.get("seed")),
-        "status": summary.get("status") or _STATES.get(run.state, "failed"),
+        "status": status,
         "last_top1": summary.get("last_top1") if top1 else None,
         "best_top1": summary.get("best_top1") if top1 else None,
+        # as on disk: a graph KL counts from finished runs only
+        "last_graph_kl": summary.get("eval/graph_kl") if top1 and status == "finished" else None,
+        "graph_kl_mhan": None,  # the W&B config does not carry a run's artifacts
         "epochs_done": summary.get("epoch", 0),
         "epochs": (config.get("schedule") or {}).get("epochs"),
         "wandb_id": run.id,
