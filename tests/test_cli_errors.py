@@ -3,6 +3,7 @@ trained, for single runs and for every job of a multirun before the first is lau
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -122,7 +123,9 @@ def test_a_multirun_of_an_experiment_grid_checks_the_grid(tmp_path: Path) -> Non
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2], ids=["TERM", "USR2"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGUSR2, signal.SIGINT], ids=["TERM", "USR2", "INT"]
+)
 def test_a_local_stop_signal_ends_with_one_line_naming_the_checkpoint(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
@@ -149,6 +152,8 @@ def test_a_local_stop_signal_ends_with_one_line_naming_the_checkpoint(
     _, stderr = process.communicate(timeout=120)
 
     assert process.returncode == 128 + signum
+    [result] = tmp_path.rglob("result.json")
+    assert json.loads(result.read_text())["status"] == "preempted"  # resumable, not failed
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert "Traceback" not in stderr
     [checkpoint] = tmp_path.rglob("checkpoint.pt")

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-WATCHED = (signal.SIGUSR2, signal.SIGTERM)
+# SIGINT (Ctrl-C) too: the run checkpoints and ends as preempted, resumable, never failed.
+WATCHED = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(Exception):
@@ -62,6 +63,6 @@ class StopRequest:
         """Give the signal to the previous handler (submitit's requeue), else raise Preempted."""
         assert self.signum is not None
         previous: Callable[[int, FrameType | None], Any] | Any = self._previous.get(self.signum)
-        if callable(previous):
+        if callable(previous) and self.signum != signal.SIGINT:  # Ctrl-C: no KeyboardInterrupt
             previous(self.signum, None)
         raise Preempted(self.signum)
