@@ -104,6 +104,7 @@ GOOD_PARAM = "  method.heads: {type: categorical, choices: [1, 2]}"
         (["params:", "  method.beta: {type: float, low: 2.0, high: 1.0}"], 5, "empty range"),
         (["sampler: {name: tpee, seed: 0}", "params:", GOOD_PARAM], 4, "unknown sampler 'tpee'"),
         (["params:", GOOD_PARAM, "executor:", "  partitoin: gpu"], 7, "partitoin"),
+        (["launcher: slurm_gpuu", "params:", GOOD_PARAM], 4, "launcher profile 'slurm_gpuu'"),
         (["params:", GOOD_PARAM, "  method.heads: {type: int, low: 1, high: 2}"], 6, "twice"),
         # Ranges and choices are held to the method's typed schema before anything is submitted.
         (["params:", "  method.heads: {type: float, low: 0, high: 16}"], 5, "must be an integer"),
@@ -119,6 +120,7 @@ GOOD_PARAM = "  method.heads: {type: categorical, choices: [1, 2]}"
         "empty-range",
         "unknown-sampler",
         "unknown-executor-key",
+        "unknown-profile",
         "duplicate",
         "float-range-on-int",
         "negative-beta",
@@ -398,7 +400,8 @@ def test_slurm_search_then_confirmation_as_one_array(
         sampler={"name": "random", "seed": 0},
         pruner="none",
         params={"schedule.lr": {"type": "float", "low": 0.02, "high": 0.08}},
-        executor={"cluster": "slurm", "cpus_per_task": 1, "timeout_min": 10},
+        launcher="slurm_cpu",  # the profile mhgd-train -m uses, with one key over it
+        executor={"timeout_min": 10},
         confirm={"top_k": 1, "seeds": [0, 1]},
     )
 

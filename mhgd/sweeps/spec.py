@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mhgd.cluster.profiles import launcher_profile
+from mhgd.errors import ConfigError
 from mhgd.sweeps.algorithms import Algorithm, check_algorithm
 from mhgd.sweeps.jobs import CLUSTERS, EXECUTOR_KEYS, ExecutorSpec
 from mhgd.sweeps.located import Located, load_located
@@ -25,6 +27,7 @@ SEARCH_KEYS = {
     "study",
     "base",
     "executor",
+    "launcher",
     "in_flight",
     "params",
     "trials",
@@ -118,7 +121,17 @@ def _algorithm(doc: Located, kind: str, default: str) -> Algorithm:
 
 
 def _executor(doc: Located) -> ExecutorSpec:
+    """Where jobs run: a launcher profile (``launcher: slurm_gpu``, what ``mhgd-train -m``
+    uses), with any ``executor:`` keys over it; or an ``executor:`` section of its own."""
     section = _mapping(doc, "executor")
+    profile = doc.data.get("launcher")
+    if profile is not None:
+        if "cluster" in section:
+            raise doc.error("a launcher profile runs on SLURM: drop cluster", "executor", "cluster")
+        try:
+            section = {"cluster": "slurm", **launcher_profile(str(profile)), **section}
+        except ConfigError as exc:
+            raise doc.error(str(exc), "launcher") from None
     cluster = section.get("cluster", "local")
     if cluster not in CLUSTERS:
         raise doc.error(
@@ -136,7 +149,9 @@ def _executor(doc: Located) -> ExecutorSpec:
                 "executor",
                 key,
             )
-    return ExecutorSpec(cluster, options, doc.file, doc.line("executor"))
+    written = "executor" if "executor" in doc.data else "launcher"
+    line = doc.line(written)
+    return ExecutorSpec(cluster, options, doc.file, line)
 
 
 def _base(doc: Located, reserved: set[str]) -> tuple[str, ...]:
