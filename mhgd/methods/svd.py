@@ -192,6 +192,10 @@ def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tens
     return result
 
 
+# (choice, numerical) Up to this Gram size (the paper's 4x4 and 2x2 points) a float64
+# eigendecomposition is cheaper than the float32 one plus its refinement or the iteration.
+SMALL_GRAM = 32
+
 # (choice, numerical) The teacher's vector: the Gram matrix G is squared this many times (G^8
 # separates lambda_1 from lambda_2 even at lambda_2 / lambda_1 = 0.9), then the top Ritz vector
 # of G in the Krylov space of G^8 of this size is taken, in float64.
@@ -243,16 +247,20 @@ def _solve(
 ) -> tuple[dict[str, Tensor], torch.dtype]:
     """The top-k vectors in the precision they need, and the dtype for the backward's products.
 
-    Automatic (``requested`` None): one vector without ``backward`` (the teacher's) by
-    iteration (``_top_vector``); otherwise from the
-    eigendecomposition, float64 maps in float64, others in float32 with the top k refined in
-    float64 (see the module docstring). The policy depends only on the dtype and k, never on
-    the values, so it costs no device-to-host read. Forced dtypes use the eigendecomposition.
+    Automatic (``requested`` None): float64 maps, and maps whose smaller Gram matrix is at most
+    ``SMALL_GRAM`` wide, by a float64 eigendecomposition; other float32 maps, one vector without
+    ``backward`` (the teacher's) by iteration (``_top_vector``), more by a float32
+    eigendecomposition with the top k refined in float64 (see the module docstring). The policy
+    depends only on the dtype and the shapes, never on the values, so it costs no
+    device-to-host read. Forced dtypes use the eigendecomposition.
     """
     dtype = requested or (torch.float64 if features.dtype == torch.float64 else torch.float32)
+    _, channels, height, width = features.shape
+    if requested is None and min(channels, height * width) <= SMALL_GRAM:
+        dtype = torch.float64  # small Gram matrices: float64 costs less than refining
     with torch.autocast(features.device.type, enabled=False):
         matrix = _channel_matrix(features, dtype)
-        if requested is None and k == 1 and not backward:
+        if requested is None and k == 1 and not backward and dtype == torch.float32:
             result = _top_vector(matrix)
             return result, result["top"].dtype
         result = _top_vectors(matrix, k, refine=requested is None and dtype == torch.float32)
