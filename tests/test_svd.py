@@ -136,7 +136,7 @@ def test_spread_spectra_are_redone_in_float64():
 
 
 @pytest.mark.parametrize("decades", [1.0, 0.25, 0.02], ids=["spread", "mild", "near-degenerate"])
-@pytest.mark.parametrize(("channels", "size"), [(48, 8), (96, 4)], ids=["HW>C", "HW<C"])
+@pytest.mark.parametrize(("channels", "size"), [(48, 8), (96, 6)], ids=["HW>C", "HW<C"])
 def test_teacher_vector_by_iteration_matches_a_float64_svd(decades, channels, size):
     # Gram matrices this size take the iteration (squarings and a Krylov space), not eigh.
     # sigma_2 / sigma_1 = 10^-0.02 = 0.955 is a hard case for power iterations.
@@ -150,6 +150,24 @@ def test_teacher_vector_by_iteration_matches_a_float64_svd(decades, channels, si
     teacher = svd.teacher_vectors(features, sign="none")
     assert teacher.dtype == torch.float32
     assert (1 - (teacher.double() * reference).sum(dim=1).abs()).max() < 1e-6
+
+
+@pytest.mark.parametrize(("channels", "size"), [(48, 8), (96, 6)], ids=["HW>C", "HW<C"])
+def test_the_float64_refinement_recovers_what_float32_loses(channels, size):
+    # Gram matrices wider than SMALL_GRAM: float32 eigh, then the float64 refinement.
+    generator = torch.Generator().manual_seed(0)
+    rank = min(channels, size * size)
+    shapes = (4, size * size, rank), (4, channels, rank)
+    left, right = (torch.linalg.qr(torch.randn(s, generator=generator).double())[0] for s in shapes)
+    matrix = left * 10.0 ** -torch.arange(rank, dtype=torch.float64) @ right.mT
+    features = matrix.mT.reshape(4, channels, size, size).float().requires_grad_()
+    fourth = reference_vectors(features.detach(), 4)[:, :, 3].float()
+    automatic = svd.student_vectors(features, fourth)
+    assert (automatic.double() * fourth.double()).sum(dim=1).min() > 1 - 1e-6
+    forced = svd.student_vectors(features, fourth, compute_dtype=torch.float32)
+    assert (forced.double() * fourth.double()).sum(dim=1).min() < 0.9
+    automatic.sum().backward()
+    assert torch.isfinite(features.grad).all() and features.grad.abs().sum() > 0
 
 
 def test_float64_maps_are_computed_to_float64_precision():

@@ -137,24 +137,27 @@ REFINED_BLOCK_FACTOR = 2
 
 def _refined(
     small: Tensor, values: Tensor, vectors: Tensor, finite: Tensor, k: int
-) -> tuple[Tensor, Tensor]:
-    """Float64 eigenpairs whose top k are refined from float32 ones; the rest kept orthogonal.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The top k eigenpairs refined to float64; the float32 basis with them swapped in.
 
     ``small`` is the (N, n, m) matrix Y whose Gram Y Y^T was decomposed. One subspace iteration
     Y (Y^T B) on the top 2k float32 vectors B, then Rayleigh-Ritz on that block, both in
-    float64 and through Y itself, never through the squared (float32) Gram matrix.
+    float64 and through Y itself, never through the squared (float32) Gram matrix. Returns the
+    values (float64), the basis (float32, the other vectors made orthogonal to the refined
+    ones, for the backward) and the refined top k (float64).
     """
     block_size = min(values.shape[-1], REFINED_BLOCK_FACTOR * k)
-    y = torch.where(finite[:, None, None], small.double(), 0.0)
-    block = vectors[..., :block_size].double()
-    block = torch.linalg.qr(y @ (y.mT @ block)).Q
+    y = small.double()
+    block = torch.linalg.qr(y @ (y.mT @ vectors[..., :block_size].double())).Q
     projected = y.mT @ block
-    ritz_values, ritz_vectors = torch.linalg.eigh(projected.mT @ projected)
+    ritz = torch.where(finite[:, None, None], projected.mT @ projected, 0.0)
+    ritz_values, ritz_vectors = torch.linalg.eigh(ritz)
     top = block @ ritz_vectors.flip(-1)[..., :k]
-    rest = vectors[..., k:].double()
-    rest = rest - top @ (top.mT @ rest)
+    top32 = top.to(vectors.dtype)
+    rest = vectors[..., k:]
+    rest = rest - top32 @ (top32.mT @ rest)
     all_values = torch.cat([ritz_values.flip(-1)[:, :k], values[:, k:].double()], dim=-1)
-    return all_values, torch.cat([top, rest], dim=-1)
+    return all_values, torch.cat([top32, rest], dim=-1), top
 
 
 def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tensor]:
@@ -162,8 +165,8 @@ def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tens
 
     A vector whose singular value is zero (rank below k, an all-zero map) is returned as zeros:
     the map has no such direction, and any unit vector would be an arbitrary invention. With
-    ``refine`` the float32 eigenpairs are refined in float64 (``_refined``) and everything
-    returned is float64.
+    ``refine`` the top k are refined in float64 (``_refined``); the basis the backward uses
+    stays in the maps' precision.
     """
     channels, positions = channel_matrix.shape[1:]
     from_left_vectors = positions < channels
@@ -172,15 +175,15 @@ def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tens
     # v = M^T u / sigma, with sigma = ||M^T u|| for an exactly unit-length v.
     small = channel_matrix.mT if from_left_vectors else channel_matrix
     values, vectors, finite = _descending_eigh(small @ small.mT)
+    top_k = vectors[..., :k]
     if refine:
-        values, vectors = _refined(small, values, vectors, finite, k)
-        channel_matrix = channel_matrix.double()
+        values, vectors, top_k = _refined(small, values, vectors, finite, k)
     present = values[:, :k] > _tolerance(values)
     result = {"values": values, "vectors": vectors, "present": present}
     if not from_left_vectors:
-        top = vectors[..., :k] * present.unsqueeze(1)
+        top = top_k * present.unsqueeze(1)
     else:
-        scaled = channel_matrix @ vectors[..., :k]
+        scaled = channel_matrix.to(top_k.dtype) @ top_k
         lengths = torch.where(present, scaled.norm(dim=1), 1.0)
         top = scaled / lengths.unsqueeze(1) * present.unsqueeze(1)
         result["lengths"] = lengths
@@ -188,6 +191,10 @@ def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tens
     result["top"] = torch.where(finite[:, None, None], top, torch.nan)
     return result
 
+
+# (choice, numerical) Up to this Gram size (the paper's 4x4 and 2x2 points) a float64
+# eigendecomposition is cheaper than the float32 one plus its refinement or the iteration.
+SMALL_GRAM = 32
 
 # (choice, numerical) The teacher's vector: the Gram matrix G is squared this many times (G^8
 # separates lambda_1 from lambda_2 even at lambda_2 / lambda_1 = 0.9), then the top Ritz vector
@@ -240,16 +247,20 @@ def _solve(
 ) -> tuple[dict[str, Tensor], torch.dtype]:
     """The top-k vectors in the precision they need, and the dtype for the backward's products.
 
-    Automatic (``requested`` None): one vector without ``backward`` (the teacher's) by
-    iteration (``_top_vector``); otherwise from the
-    eigendecomposition, float64 maps in float64, others in float32 with the top k refined in
-    float64 (see the module docstring). The policy depends only on the dtype and k, never on
-    the values, so it costs no device-to-host read. Forced dtypes use the eigendecomposition.
+    Automatic (``requested`` None): float64 maps, and maps whose smaller Gram matrix is at most
+    ``SMALL_GRAM`` wide, by a float64 eigendecomposition; other float32 maps, one vector without
+    ``backward`` (the teacher's) by iteration (``_top_vector``), more by a float32
+    eigendecomposition with the top k refined in float64 (see the module docstring). The policy
+    depends only on the dtype and the shapes, never on the values, so it costs no
+    device-to-host read. Forced dtypes use the eigendecomposition.
     """
     dtype = requested or (torch.float64 if features.dtype == torch.float64 else torch.float32)
+    _, channels, height, width = features.shape
+    if requested is None and min(channels, height * width) <= SMALL_GRAM:
+        dtype = torch.float64  # small Gram matrices: float64 costs less than refining
     with torch.autocast(features.device.type, enabled=False):
         matrix = _channel_matrix(features, dtype)
-        if requested is None and k == 1 and not backward:
+        if requested is None and k == 1 and not backward and dtype == torch.float32:
             result = _top_vector(matrix)
             return result, result["top"].dtype
         result = _top_vectors(matrix, k, refine=requested is None and dtype == torch.float32)
