@@ -124,8 +124,13 @@ def run_owned(
 
 
 # -- the stages of a job ----------------------------------------------------------------------
-def _autocast(cfg: DictConfig) -> torch.dtype | None:
-    return torch.bfloat16 if cfg.runtime.get("bf16") else None
+def _runtime(cfg: DictConfig) -> dict[str, Any]:
+    """How a stage's networks run (not what they compute): every task takes these."""
+    return {
+        "autocast": torch.bfloat16 if cfg.runtime.get("bf16") else None,
+        "channels_last": bool(cfg.runtime.get("channels_last")),
+        "compile": bool(cfg.runtime.get("compile")),
+    }
 
 
 def _classifier_task(ctx: Context, model_cfg: Any) -> ClassifierTask:
@@ -134,9 +139,7 @@ def _classifier_task(ctx: Context, model_cfg: Any) -> ClassifierTask:
     return ClassifierTask(
         model,
         Distiller(None, model, None).to(ctx.device),
-        autocast=_autocast(ctx.cfg),
-        channels_last=bool(ctx.cfg.runtime.get("channels_last")),
-        compile=bool(ctx.cfg.runtime.get("compile")),
+        **_runtime(ctx.cfg),
     )
 
 
@@ -197,7 +200,7 @@ def train_student(
             ctx,
             lambda s=stage: method(teacher, shape_only, method_cfg)
             .to(ctx.device)
-            .pre_stage_task(s),
+            .pre_stage_task(s, **_runtime(cfg)),
             dict(artifacts),
         )
         trained[stage.name] = task.state_dict()
@@ -229,9 +232,7 @@ def train_student(
                 student,
                 distiller,
                 teacher,
-                autocast=_autocast(cfg),
-                channels_last=bool(cfg.runtime.get("channels_last")),
-                compile=bool(cfg.runtime.get("compile")),
+                **_runtime(cfg),
                 probe=probe,
             )
 

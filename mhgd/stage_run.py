@@ -157,15 +157,13 @@ class StageRun:
                 outcome = fit(
                     task,
                     schedule=spec.schedule,
-                    train_batches=lambda epoch: iter(
-                        Batches(
-                            train,
-                            int(ctx.cfg.optim.batch_size),
-                            device=ctx.device,
-                            generator=_epoch_generator(spec.seed, epoch),
-                            pad=ctx.spec.pad,
-                            drop_last=True,
-                        )
+                    train_batches=lambda epoch: Batches(
+                        train,
+                        int(ctx.cfg.optim.batch_size),
+                        device=ctx.device,
+                        generator=_epoch_generator(spec.seed, epoch),
+                        pad=ctx.spec.pad,
+                        drop_last=True,
                     ),
                     eval_batches=lambda: Batches(
                         ctx.eval, int(ctx.cfg.optim.batch_size), device=ctx.device
