@@ -3,6 +3,7 @@ the running losses, and an epoch line with the train losses and the learning rat
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -56,3 +57,5 @@ def test_the_epoch_line_shows_train_losses_and_lr(tmp_path, caplog):
 @pytest.fixture(autouse=True)
 def _no_terminal_width_surprises(monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
+    # Redraw on every step: tiny steps end within tqdm's default 0.1 s between redraws.
+    monkeypatch.setattr(loop, "tqdm", functools.partial(loop.tqdm, mininterval=0, miniters=1))
