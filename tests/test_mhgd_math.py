@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mhgd.methods import mhgd
+from mhgd.methods import clipping, mhgd
 
 
 def make_batch_norm_identity(module: nn.Module) -> None:
@@ -231,23 +231,23 @@ def test_shape_errors_explain_themselves():
 
 
 def test_warmup_is_the_sigmoid_of_the_epoch():
-    assert mhgd.warmup(0) == 0.5
-    assert mhgd.warmup(1) == pytest.approx(0.7310585786300049)
-    assert mhgd.warmup(2) == pytest.approx(0.8807970779778823)
-    assert mhgd.warmup(10) == pytest.approx(0.9999546021312976)
+    assert clipping.warmup(0) == 0.5
+    assert clipping.warmup(1) == pytest.approx(0.7310585786300049)
+    assert clipping.warmup(2) == pytest.approx(0.8807970779778823)
+    assert clipping.warmup(10) == pytest.approx(0.9999546021312976)
     with pytest.raises(ValueError, match="epoch"):
-        mhgd.warmup(-1)
+        clipping.warmup(-1)
 
 
 def test_clip_by_norm():
     torch.testing.assert_close(
-        mhgd.clip_by_norm(torch.tensor([0.0, 10.0]), 2.5), torch.tensor([0.0, 2.5])
+        clipping.clip_by_norm(torch.tensor([0.0, 10.0]), 2.5), torch.tensor([0.0, 2.5])
     )
     torch.testing.assert_close(
-        mhgd.clip_by_norm(torch.tensor([0.3, 0.4]), 2.5), torch.tensor([0.3, 0.4])
+        clipping.clip_by_norm(torch.tensor([0.3, 0.4]), 2.5), torch.tensor([0.3, 0.4])
     )
-    assert torch.equal(mhgd.clip_by_norm(torch.zeros(3), 0.0), torch.zeros(3))
-    assert torch.equal(mhgd.clip_by_norm(torch.tensor([1.0, 1.0]), 0.0), torch.zeros(2))
+    assert torch.equal(clipping.clip_by_norm(torch.zeros(3), 0.0), torch.zeros(3))
+    assert torch.equal(clipping.clip_by_norm(torch.tensor([1.0, 1.0]), 0.0), torch.zeros(2))
 
 
 def linear_losses(ce_coefficients, transfer_coefficients):
@@ -273,7 +273,7 @@ def test_gradient_combination_clips_each_tensor_to_its_own_bound():
         # g_transfer of norm 10 (> bound), 0.2 (< bound), none, 0, (1, 1), none
         [[0.0, 10.0], [0.12, 0.16], None, [0.0, 0.0], [1.0, 1.0], None],
     )
-    stats = mhgd.combine_clipped_gradients(ce, transfer, params, beta=1.0, epoch=0)
+    stats = clipping.combine_clipped_gradients(ce, transfer, params, beta=1.0, epoch=0)
     # epoch 0: bound = beta * ||g_CE|| * 0.5, so 2.5 for the first tensor and 0.5 for the second.
     torch.testing.assert_close(params[0].grad, torch.tensor([3.0, 4.0 + 2.5]))
     torch.testing.assert_close(params[1].grad, torch.tensor([1.12, 0.16]))
@@ -290,7 +290,7 @@ def test_gradient_combination_clips_each_tensor_to_its_own_bound():
 def test_gradient_combination_bound_follows_beta_and_the_epoch():
     for beta, epoch in [(1.0, 1), (2.0, 0), (0.3, 5)]:
         params, ce, transfer = linear_losses([[3.0, 4.0]], [[0.0, 100.0]])
-        mhgd.combine_clipped_gradients(ce, transfer, params, beta=beta, epoch=epoch)
+        clipping.combine_clipped_gradients(ce, transfer, params, beta=beta, epoch=epoch)
         bound = beta * 5.0 / (1 + math.exp(-epoch))
         torch.testing.assert_close(params[0].grad, torch.tensor([3.0, 4.0 + bound]))
 
@@ -298,10 +298,10 @@ def test_gradient_combination_bound_follows_beta_and_the_epoch():
 def test_gradient_combination_rejects_bad_arguments():
     params, ce, transfer = linear_losses([[1.0, 0.0]], [[1.0, 0.0]])
     with pytest.raises(ValueError, match="beta"):
-        mhgd.combine_clipped_gradients(ce, transfer, params, beta=-1.0, epoch=0)
+        clipping.combine_clipped_gradients(ce, transfer, params, beta=-1.0, epoch=0)
     with pytest.raises(ValueError, match="epoch"):
-        mhgd.combine_clipped_gradients(ce, transfer, params, beta=1.0, epoch=-1)
+        clipping.combine_clipped_gradients(ce, transfer, params, beta=1.0, epoch=-1)
     with pytest.raises(ValueError, match="scalars"):
-        mhgd.combine_clipped_gradients(ce.expand(2), transfer, params, beta=1.0, epoch=0)
+        clipping.combine_clipped_gradients(ce.expand(2), transfer, params, beta=1.0, epoch=0)
     with pytest.raises(ValueError, match="no parameters"):
-        mhgd.combine_clipped_gradients(ce, transfer, [], beta=1.0, epoch=0)
+        clipping.combine_clipped_gradients(ce, transfer, [], beta=1.0, epoch=0)

@@ -38,7 +38,7 @@ from mhgd.methods.base import (
     register,
     require_same_channels,
 )
-from mhgd.methods.mhgd import combine_clipped_gradients
+from mhgd.methods.clipping import combine_clipped_gradients
 from mhgd.methods.svd import SIGN_RULES, ZeroedGradientCounter, student_vectors, teacher_vectors
 from mhgd.models.base import SensedModel, SensingPoint
 

@@ -1,8 +1,9 @@
-"""MHGD (method.md sections 3-5): attention heads, estimator, losses, clipping, and the method.
+"""MHGD (method.md sections 3-5): attention heads, estimator, losses, and the method.
 
 The first half is the mathematics, one function or module per formula; the second half wires
-it into the distillation contract (``MHGD``) and the MHAN stage (``MhanTask``). The feature
-compression of section 2 is in ``mhgd.methods.svd``, shared with KD-SVD.
+it into the distillation contract (``MHGD``) and the MHAN stage (``MhanTask``). Shared with
+KD-SVD: the feature compression of section 2 (``mhgd.methods.svd``) and the per-tensor gradient
+clipping of section 5 (``mhgd.methods.clipping``).
 
 Shapes: per module, front vectors V^F (N x D_F) and back vectors V^B (N x D_B) from
 ``mhgd.methods.svd``; attention logits S (A x N x N) with rows i the back samples and columns j
@@ -15,7 +16,6 @@ eps 1e-5) (code).
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +35,7 @@ from mhgd.methods.base import (
     register,
     require_same_channels,
 )
+from mhgd.methods.clipping import combine_clipped_gradients  # section 5's gradient rule
 from mhgd.methods.svd import SIGN_RULES, ZeroedGradientCounter, student_vectors, teacher_vectors
 from mhgd.models.base import SensedModel, SensingPoint
 
@@ -189,81 +190,6 @@ def graph_kl_per_row(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     """
     heads, rows = student_logits.shape[0], student_logits.shape[1]
     return transfer_loss(student_logits, teacher_logits) / (heads * rows)
-
-
-def warmup(epoch: int) -> float:
-    """sigmoid(e), the factor that lets the transfer gradient grow over the first epochs."""
-    if epoch < 0:
-        raise ValueError(f"epoch must be >= 0 (the student's epoch index), got {epoch}")
-    return 1.0 / (1.0 + math.exp(-epoch))
-
-
-def clip_by_norm(x: Tensor, max_norm: Tensor | float) -> Tensor:
-    """x * min(1, max_norm / ||x||), with ||x|| = 0 leaving x (zero) untouched."""
-    norm = torch.linalg.vector_norm(x)
-    bound = torch.as_tensor(max_norm, dtype=norm.dtype, device=norm.device)
-    scale = torch.where(norm > bound, bound / torch.where(norm > bound, norm, 1.0), 1.0)
-    return x * scale.to(x.dtype)
-
-
-def _gradients(loss: Tensor, params: Sequence[Tensor], retain: bool) -> Sequence[Tensor | None]:
-    if not loss.requires_grad:
-        return [None] * len(params)
-    return torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
-
-
-def combine_clipped_gradients(
-    ce: Tensor, transfer: Tensor, params: Sequence[Tensor], beta: float, epoch: int
-) -> Stats:
-    """Set p.grad = g_CE + clip_by_norm(g_transfer, beta * ||g_CE|| * sigmoid(e)) per tensor.
-
-    The section-5 rule (code): the transfer gradient of a tensor may never outgrow that tensor's
-    classification gradient times beta * sigmoid(e). A tensor without transfer gradient gets g_CE;
-    one with neither keeps no gradient. Weight decay is the optimiser's. Replaces ``.grad``.
-    Returns the fraction of tensors whose transfer gradient was clipped and global norms, as
-    0-dim tensors on the device (reading them here would stall a GPU every step).
-    """
-    if ce.dim() != 0 or transfer.dim() != 0:
-        raise ValueError("the cross-entropy and transfer losses must be scalars (0-dim tensors)")
-    if not 0 <= beta < math.inf:
-        raise ValueError(f"beta (the transfer loss weight) must be finite and >= 0, got {beta}")
-    params = list(params)
-    if not params:
-        raise ValueError("no parameters given: pass the student's trainable parameters")
-    factor = beta * warmup(epoch)
-    ce_grads = _gradients(ce, params, retain=True)
-    transfer_grads = _gradients(transfer, params, retain=False)
-    # Running sums on the device: clipped tensors (a 0/1 flag, equal to its square),
-    # ||g_CE||^2, ||g_transfer||^2 before and after clipping.
-    totals = torch.zeros(4, dtype=torch.float64, device=params[0].device)
-    with_transfer = 0
-    for param, g_ce, g_transfer in zip(params, ce_grads, transfer_grads, strict=True):
-        if g_ce is None and g_transfer is None:
-            param.grad = None
-            continue
-        g_ce = torch.zeros_like(param) if g_ce is None else g_ce
-        ce_norm = torch.linalg.vector_norm(g_ce)
-        if g_transfer is None:
-            totals[1] += ce_norm.double().square()
-            param.grad = g_ce
-            continue
-        with_transfer += 1
-        bound = factor * ce_norm
-        limited = clip_by_norm(g_transfer, bound)
-        transfer_norm = torch.linalg.vector_norm(g_transfer)
-        applied_norm = torch.linalg.vector_norm(limited)
-        stats = torch.stack(
-            [(transfer_norm > bound).to(ce_norm.dtype), ce_norm, transfer_norm, applied_norm]
-        )
-        totals += stats.double().square()
-        param.grad = g_ce + limited
-    clipped, ce_sq, transfer_sq, applied_sq = totals.unbind()
-    return {
-        "transfer_clipped_fraction": clipped / max(with_transfer, 1),
-        "ce_grad_norm": ce_sq.sqrt(),
-        "transfer_grad_norm": transfer_sq.sqrt(),
-        "transfer_grad_norm_applied": applied_sq.sqrt(),
-    }
 
 
 # -- the method behind the contract (mhgd.methods.base) ---------------------------------------
