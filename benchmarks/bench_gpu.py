@@ -34,7 +34,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -43,6 +42,7 @@ from timing import interleaved
 from mhgd.engine.optim import build_sgd
 from mhgd.engine.tasks import ClassifierTask
 from mhgd.methods import MHGD, Distiller
+from mhgd.methods.mhgd import MhgdConfig
 from mhgd.models import build_model
 
 DATASETS = {"cifar100": (32, 100), "tinyimagenet": (64, 200)}
@@ -54,14 +54,7 @@ PRECISIONS = {
 }
 STAGES = ["teacher", "mhan", "student", "mhgd", "budget"]
 # The paper's method settings (mhgd/conf/method/mhgd.yaml), without omegaconf.
-MHGD_SETTINGS = SimpleNamespace(
-    heads=8,
-    beta=1.0,
-    sign="sum",
-    student_k=4,
-    adapter=False,
-    mhan=SimpleNamespace(epochs=20, lr=0.1, drop_head=True, seed=0),
-)
+MHGD_SETTINGS = MhgdConfig()  # the paper's: A = 8, beta 1, 20 MHAN epochs
 TRAIN_IMAGES = {"cifar100": 50_000, "tinyimagenet": 100_000}
 EPOCHS = {"teacher": 200, "student": 100, "mhan": 20, "init": 40}
 

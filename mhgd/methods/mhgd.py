@@ -287,7 +287,7 @@ class MhanConfig:
     lr: float = bounded(0.1, gt=0)
     drop_head: bool = True
     seed: int = bounded(0, ge=0)
-    weight_decay: float | None = bounded(None, ge=0)
+    weight_decay: float = bounded(1.0e-3, ge=0)  # the authors' 5e-4 * sum(w^2) term
 
 
 @dataclass
