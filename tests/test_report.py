@@ -83,7 +83,8 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
         train("heads/A=2,seed=3", *mhgd(2, 3), hook=raise_at_first_epoch(Crash))
     with pytest.raises(Pruned):
         train("heads/A=1,seed=4", *mhgd(1, 4), hook=raise_at_first_epoch(Pruned))
-    train("heads-again/A=1,seed=0", *mhgd(1, 0))  # a second finished run of one cell and seed
+    # A second run of one cell and seed: the pipeline trains an identity once, and links.
+    train("heads-again/A=1,seed=0", *mhgd(1, 0))
     return root
 
 
@@ -123,9 +124,11 @@ def test_runs_table_counts_each_run_once(grid: Path) -> None:
     runs = load_runs(grid)
     assert tuple(runs.columns) == RUN_COLUMNS
     main = runs[runs["role"] == "main"]
-    # 1 teacher + 2 students alone + 9 grid + failed + pruned + repeat; the teacher's store
-    # link is the same run, and the two MHANs (A = 1, 2) are artifacts.
-    assert len(main) == 15
+    # 1 teacher + 2 students alone + the grid (A = 0 is the student alone: only its seed 2 is
+    # new) + failed + pruned; the repeat is a link to its run, the teacher's store link is the
+    # same run, and the two MHANs (A = 1, 2) are artifacts.
+    assert len(main) == 1 + 2 + (1 + 3 + 3) + 1 + 1
+    assert (grid / "outputs" / "heads-again" / "A=1,seed=0" / "link.json").is_file()
     assert sorted(runs.loc[runs["role"] == "artifact", "stage"]) == ["mhan", "mhan"]
     store_link = next(p for p in (grid / "store" / "teacher").iterdir() if p.is_symlink())
     both = load_runs([grid / "outputs", store_link, grid / "store"])
@@ -134,9 +137,9 @@ def test_runs_table_counts_each_run_once(grid: Path) -> None:
     teacher = both[both["stage"] == "teacher"].iloc[0]
     assert (teacher["role"], teacher["student"], teacher["teacher"]) == ("main", "vgg16", None)
     grid_runs = main[main["method"] == "mhgd"]
-    assert set(grid_runs["heads"]) == set(HEADS)
-    assert set(grid_runs.loc[grid_runs["heads"] == 0, "teacher"]) == {None}
-    assert set(grid_runs.loc[grid_runs["heads"] > 0, "teacher"]) == {"vgg16"}
+    assert set(grid_runs["heads"]) == set(HEADS) - {0}  # A = 0 is recorded as method none
+    assert set(grid_runs["teacher"]) == {"vgg16"}
+    assert set(main.loc[main["method"] == "none", "teacher"]) == {None}
     assert set(main["split"]) == {"final"} and set(main["dataset"]) == {"digits"}
 
 
@@ -161,42 +164,47 @@ def test_aggregation_matches_the_result_files(grid: Path) -> None:
             assert got["last_ci95"] == pytest.approx(half)
         else:
             assert math.isnan(got["last_std"]) and math.isnan(got["last_ci95"])
-    assert len(cells) == 5  # teacher, student alone, A = 0, 1, 2
+    assert len(cells) == 4  # teacher, student alone (which is A = 0), A = 1, 2
 
 
 @pytest.mark.slow
 def test_flags_name_what_is_wrong(grid: Path) -> None:
     cells = aggregate(load_runs(grid))
-    a0 = cell_of(cells, method="mhgd", heads=0)
+    a0 = cell_of(cells, method="none", stage="student")  # A = 0: the student alone
     a1 = cell_of(cells, method="mhgd", heads=1)
     a2 = cell_of(cells, method="mhgd", heads=2)
     assert a0["flags"] == "3 of 5 seeds finished"
-    assert a1["flags"] == "3 of 5 seeds finished; 1 pruned; seed 0 finished more than once"
+    # seed 0 of A = 1 was asked for twice but trained once: no duplicate to flag
+    assert a1["flags"] == "3 of 5 seeds finished; 1 pruned"
     assert a2["flags"] == "3 of 5 seeds finished; 1 failed"
-    assert a1["duplicated_seeds"] == "0"
     assert a2["n_seeds"] == 3  # the failed seed 3 is not averaged in
     complete = aggregate(load_runs(grid), expected_seeds=3)
-    assert cell_of(complete, method="mhgd", heads=0)["flags"] == ""
+    assert cell_of(complete, method="none", stage="student")["flags"] == ""
 
 
 # -- tables -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_table4_from_the_digits_grid(grid: Path) -> None:
-    # method=none is the student alone too (Table 4's A = 0): keep only the grid's cells
-    cells = aggregate(filter_runs(load_runs(grid), {"method": "mhgd"}))
+    # A = 0 is the student alone: one cell with method=none
+    cells = aggregate(load_runs(grid))
     table = build_table("table4", cells, dataset="digits")
     assert "digits demo, not the paper's setting" in table.note
     entries = table.entries.set_index("column")
     assert list(entries.index) == [str(a) for a in sorted(TABLE4_HEADS)]
     for heads in HEADS:
-        cell = cell_of(cells, method="mhgd", heads=heads)
+        where = {"method": "mhgd", "heads": heads} if heads else {"method": "none"}
+        cell = cell_of(cells, stage="student", **where)
         entry = entries.loc[str(heads)]
         assert entry["cell_id"] == cell["cell_id"]
         assert entry["paper"] == TABLE4_HEADS[heads]
         assert entry["diff"] == pytest.approx(cell["last_mean"] - TABLE4_HEADS[heads])
     assert entries.loc[["4", "8", "16"], "last_mean"].isna().all()
-    # paired by seed with A = 0, from the result files (seed 0 of A = 1 finished twice)
-    files = {c["record"]["hparams"].get("heads"): c for c in expected_cells(grid).values()}
+    # paired by seed with A = 0 (the student alone), from the result files
+    files = {  # by A; the student alone (method none) is A = 0
+        c["record"]["hparams"].get("heads", 0): c
+        for c in expected_cells(grid).values()
+        if c["record"]["stage"] == "student"
+    }
     for heads in (1, 2):
         seeds = sorted(set(files[heads]["last"]) & set(files[0]["last"]))
         diffs = [
@@ -233,12 +241,8 @@ def test_table1_columns_and_ambiguous_entries(grid: Path) -> None:
     teacher = vgg[vgg["column"] == "TN"].iloc[0]
     assert teacher["cell_id"] == cell_of(cells, stage="teacher")["cell_id"]
     assert teacher["n_seeds"] == 1 and teacher["paper"] == 67.99
-    alone = vgg[vgg["column"] == "SN"]  # method none and MHGD with A = 0: both alone
-    assert set(alone["cell_id"]) == {
-        cell_of(cells, method="none", stage="student")["cell_id"],
-        cell_of(cells, method="mhgd", heads=0)["cell_id"],
-    }
-    assert all("one of 2 cells for this entry" in flags for flags in alone["flags"])
+    (alone,) = vgg[vgg["column"] == "SN"].itertuples()  # MHGD with A = 0 is this cell too
+    assert alone.cell_id == cell_of(cells, method="none", stage="student")["cell_id"]
     for method in ("Soft-logits", "FSP", "AB", "KD-SVD", "KD-SVDF"):
         assert vgg[vgg["column"] == method]["cell_id"].isna().all()
     mhgd = vgg[vgg["column"] == "MHGD"]
@@ -250,7 +254,7 @@ def test_table1_columns_and_ambiguous_entries(grid: Path) -> None:
     assert rows[(rows["row"] == "VGG16 -> VGG7") & (rows["column"] == "MHGD")][
         "heads"
     ].tolist() == [2]
-    assert rows[rows["column"] == "SN"]["n_seeds"].dropna().tolist() == [2]  # kept: no heads
+    assert rows[rows["column"] == "SN"]["n_seeds"].dropna().tolist() == [3]  # kept: no heads
     assert "| VGG16 -> VGG7 | FSP | 61.87 | - |" in to_markdown(table)
 
 
