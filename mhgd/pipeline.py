@@ -34,7 +34,7 @@ from mhgd.stages import (
     StageSpec,
     canonical_method,
     checkpoint_file,
-    given_teacher_key,
+    configured_teacher_key,
     pre_stage_spec,
     student_spec,
     teacher_spec,
@@ -241,12 +241,6 @@ def train_student(
 
 
 # -- graph-KL probe through a cached MHAN (mhgd.methods.mhgd.GraphProbe) ------------------
-def _teacher_identity(cfg: DictConfig) -> str:
-    if cfg.teacher_checkpoint:
-        return given_teacher_key(cfg.teacher_checkpoint)
-    return teacher_spec(cfg, int(cfg.teacher_seed)).key
-
-
 def mhan_probe(ctx: Context, given: str) -> tuple[GraphProbe, str]:
     """Probe any student through the heads of a finished MHAN of this job's teacher: ``given``
     is the MHAN's run directory, or an MHGD student's (whose MHAN it then uses)."""
@@ -261,7 +255,7 @@ def mhan_probe(ctx: Context, given: str) -> tuple[GraphProbe, str]:
             "student (whose MHAN is then used)"
         )
     built_by = OmegaConf.create(run.read_config())
-    if _teacher_identity(built_by) != _teacher_identity(ctx.cfg):
+    if configured_teacher_key(built_by) != configured_teacher_key(ctx.cfg):
         raise ConfigError(
             f"probe_mhan={given} was trained on another teacher than this job's: probe a "
             "student only through an MHAN of its own teacher"

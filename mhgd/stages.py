@@ -108,13 +108,18 @@ def given_teacher_key(path: str | Path) -> str:
     return "file-" + hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
 
 
+def configured_teacher_key(cfg: DictConfig) -> str:
+    """The teacher a job's config names (a given checkpoint, or the cached teacher)."""
+    if cfg.teacher_checkpoint:
+        return given_teacher_key(cfg.teacher_checkpoint)
+    return teacher_spec(cfg, int(cfg.teacher_seed)).key
+
+
 def teacher_key(cfg: DictConfig) -> str | None:
     """The teacher a student learns from, or None when its method needs none."""
     if not method_class(cfg.method.name).needs_teacher(cfg.method):
         return None
-    if cfg.teacher_checkpoint:
-        return given_teacher_key(cfg.teacher_checkpoint)
-    return teacher_spec(cfg, int(cfg.teacher_seed)).key
+    return configured_teacher_key(cfg)
 
 
 def canonical_method(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
