@@ -198,9 +198,11 @@ def train_student(
         _, task = run_owned(
             pre,
             ctx,
-            lambda s=stage: method(teacher, shape_only, method_cfg)
-            .to(ctx.device)
-            .pre_stage_task(s, **_runtime(cfg)),
+            lambda s=stage: (
+                method(teacher, shape_only, method_cfg)
+                .to(ctx.device)
+                .pre_stage_task(s, **_runtime(cfg))
+            ),
             dict(artifacts),
         )
         trained[stage.name] = task.state_dict()

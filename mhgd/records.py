@@ -34,6 +34,7 @@ ATTEMPTS_FILE = "attempts.jsonl"
 
 STATUSES = ("running", "finished", "failed", "preempted", "pruned")
 
+
 def stable_hash(payload: Any, length: int = 12) -> str:
     """A short hash of a JSON-able tree that ignores key order."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

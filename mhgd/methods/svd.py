@@ -148,27 +148,27 @@ def _thin_product(thin: Tensor, wide: Tensor) -> Tensor:
 def _refined(
     small: Tensor, values: Tensor, vectors: Tensor, finite: Tensor, k: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The top k eigenpairs refined to float64; the float32 basis with them swapped in.
+    """The top k eigenpairs refined; the basis with them swapped in.
 
     ``small`` is the (N, n, m) matrix Y whose Gram Y Y^T was decomposed. One subspace iteration
-    Y (Y^T B) on the top 2k float32 vectors B, then Rayleigh-Ritz on that block, both in
-    float64 and through Y itself, never through the squared (float32) Gram matrix. Returns the
-    values (float64), the basis (float32, the other vectors made orthogonal to the refined
-    ones, for the backward) and the refined top k (float64).
+    on the top 2k vectors B, taken as two half-steps through Y itself (Y^T B, then Y times its
+    orthonormal basis), and Rayleigh-Ritz on the result. A product with Y spreads rounding
+    errors by sigma_1 / sigma_j, where one with the Gram matrix spreads them by its square: so
+    float32 products suffice, and only the small Ritz problem is solved in float64. Returns the
+    values (float64), the basis (the other vectors made orthogonal to the refined ones, for the
+    backward) and the refined top k.
     """
     block_size = min(values.shape[-1], REFINED_BLOCK_FACTOR * k)
-    y = small.double()
-    iterated = (_thin_product(vectors[..., :block_size].double(), y) @ y.mT).mT
-    block = torch.linalg.qr(iterated).Q
-    projected = _thin_product(block, y)  # (Y^T Q)^T
+    right = torch.linalg.qr(_thin_product(vectors[..., :block_size], small).mT).Q
+    left = torch.linalg.qr(small @ right).Q
+    projected = _thin_product(left, small).double()  # (Y^T Q)^T
     ritz = torch.where(finite[:, None, None], projected @ projected.mT, 0.0)
     ritz_values, ritz_vectors = torch.linalg.eigh(ritz)
-    top = block @ ritz_vectors.flip(-1)[..., :k]
-    top32 = top.to(vectors.dtype)
+    top = (left.double() @ ritz_vectors.flip(-1)[..., :k]).to(vectors.dtype)
     rest = vectors[..., k:]
-    rest = rest - top32 @ (top32.mT @ rest)
+    rest = rest - top @ (top.mT @ rest)
     all_values = torch.cat([ritz_values.flip(-1)[:, :k], values[:, k:].double()], dim=-1)
-    return all_values, torch.cat([top32, rest], dim=-1), top
+    return all_values, torch.cat([top, rest], dim=-1), top
 
 
 def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tensor]:
@@ -313,11 +313,13 @@ def _zero_non_finite(grad: Tensor, counter: ZeroedGradientCounter) -> Tensor:
 
     A non-finite entry comes from a non-finite map or upstream gradient, which leaves the whole
     sample's gradient meaningless; one sum per sample finds it (NaN and inf propagate), which
-    costs a pass over the gradient instead of the several an element-wise test takes.
+    costs a pass over the gradient instead of the several an element-wise test takes. ``grad``
+    is modified in place.
     """
     broken = ~torch.isfinite(grad.flatten(1).sum(dim=1))
     counter.add(broken.sum() * grad[0].numel())
-    return torch.where(broken.view(-1, *[1] * (grad.dim() - 1)), 0.0, grad)
+    # In place: a new map-sized tensor costs more in page faults than the test itself.
+    return grad.masked_fill_(broken.view(-1, *[1] * (grad.dim() - 1)), 0.0)
 
 
 class _TopSingularVectors(torch.autograd.Function):
