@@ -7,8 +7,8 @@ how far each method's vectors are from a float64 full SVD (1 - |cos|, worst samp
 - ``svd``: torch.linalg.svd of the HW x C float32 matrix, autograd backward (the baseline);
 - ``auto``: mhgd.methods.svd as used: the teacher's vector from Gram squarings and a small
   Krylov space; the student's from eigh of the smaller Gram matrix in float32, its top k
-  refined by one float64 subspace iteration and Rayleigh-Ritz (the same work for every batch:
-  no value is read back to decide);
+  refined by one subspace iteration through the maps and Rayleigh-Ritz (the same work for
+  every batch: no value is read back to decide);
 - ``gram32``, ``gram64``: eigh of the Gram matrix for both, forced to float32 or float64.
 
 Two more tables use maps with a spread spectrum, singular values sigma_j = 10^(-j/4) (float32

@@ -10,9 +10,10 @@ Precision without host reads (``_solve``). The Gram matrix squares the spread of
 values, so a float32 eigendecomposition alone loses the student's 4th vector when its singular
 value is below ~3% of the first. Instead of checking the spectrum on the host and redoing the
 batch in float64 (a device-to-host read every step), the automatic policy is the same for
-every batch: the float32 eigenvectors start one float64 subspace iteration on a block of 2k
-vectors, followed by a Rayleigh-Ritz step, which recovers the top k to float64 accuracy at the
-cost of a few thin matrix products. The teacher's single vector needs no full
+every batch: the float32 eigenvectors start one subspace iteration on a block of 2k vectors
+through M itself (never through the Gram matrix, whose rounding is what lost them), followed by
+a Rayleigh-Ritz step; that recovers the top k to the accuracy of a float32 SVD at the cost of a
+few thin float32 products and a float64 2k x 2k problem. The teacher's single vector needs no full
 eigendecomposition at all (``_top_vector``): a few squarings of the Gram matrix and a small
 Krylov space give it to float64 accuracy, 3-4x faster than the eigensolver.
 
@@ -131,7 +132,7 @@ def _descending_eigh(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 # (choice, numerical) The automatic policy refines a block of this many vectors per returned
 # vector: with 2k, one subspace iteration brings the top k of spread spectra (sigma_j = 10^-j)
-# to float64 accuracy (benchmarks/bench_compression.py).
+# to a float32 SVD's accuracy (benchmarks/bench_compression.py).
 REFINED_BLOCK_FACTOR = 2
 
 
@@ -176,8 +177,8 @@ def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tens
 
     A vector whose singular value is zero (rank below k, an all-zero map) is returned as zeros:
     the map has no such direction, and any unit vector would be an arbitrary invention. With
-    ``refine`` the top k are refined in float64 (``_refined``); the basis the backward uses
-    stays in the maps' precision.
+    ``refine`` the top k are refined through M (``_refined``) and their eigenvalues come out in
+    float64, so that the backward's gaps are resolved.
     """
     channels, positions = channel_matrix.shape[1:]
     from_left_vectors = positions < channels
@@ -261,7 +262,7 @@ def _solve(
     Automatic (``requested`` None): float64 maps, and maps whose smaller Gram matrix is at most
     ``SMALL_GRAM`` wide, by a float64 eigendecomposition; other float32 maps, one vector without
     ``backward`` (the teacher's) by iteration (``_top_vector``), more by a float32
-    eigendecomposition with the top k refined in float64 (see the module docstring). The policy
+    eigendecomposition with the top k refined through M (see the module docstring). The policy
     depends only on the dtype and the shapes, never on the values, so it costs no
     device-to-host read. Forced dtypes use the eigendecomposition.
     """
