@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mhgd.config import check
-from mhgd.data import DATASETS, DataSpec, load_dataset
+from mhgd.data import DATASETS, DataSpec, load_dataset, training_size
 from mhgd.engine.checkpoint import CheckpointError, load_checkpoint
 from mhgd.engine.loop import TrainingTask
 from mhgd.engine.tasks import ClassifierTask
@@ -35,7 +35,9 @@ from mhgd.stages import (
     canonical_method,
     checkpoint_file,
     configured_teacher_key,
+    data_identity,
     pre_stage_spec,
+    prerequisites,
     student_spec,
     teacher_spec,
 )
@@ -107,7 +109,24 @@ def prepare(cfg: DictConfig) -> Context:
         raise ConfigError(str(exc)) from exc
     except ValueError as exc:
         raise ConfigError(f"dataset: {exc}") from exc
+    _check_full_batches(cfg, train.labels)
     return Context(cfg, device, train.to(device), evaluation.to(device), spec)
+
+
+def _check_full_batches(cfg: DictConfig, labels: torch.Tensor) -> None:
+    """Each stage of the job trains on at least one batch: training drops a partial last batch,
+    so a (sub)set smaller than the batch would fail only when that stage starts, perhaps after
+    its teacher and MHAN have trained."""
+    batch = int(cfg.optim.batch_size)
+    stages = [(s.stage, s.identity["dataset"]) for s in prerequisites(cfg)]
+    for stage, identity in [*stages, (cfg.stage, data_identity(cfg, cfg.stage))]:
+        images = training_size(labels, identity)
+        if images < batch:
+            raise ConfigError(
+                f"the {stage} stage trains on {images} images, fewer than optim.batch_size="
+                f"{batch}, so every epoch would be empty; lower optim.batch_size or train on "
+                "more images (dataset.subset)"
+            )
 
 
 def run_owned(

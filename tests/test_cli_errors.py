@@ -54,6 +54,9 @@ BAD_INPUTS = [
     (["dataset=cifar100", "paths.data=/nonexistent"], "CIFAR-100 file not found"),
     (["dataset=tinyimagenet", "paths.data=/nonexistent"], "TinyImageNet not found"),
     (["teacher_checkpoint=/nonexistent"], "teacher_checkpoint=/nonexistent does not exist"),
+    # the student's subset is smaller than a batch: refused before the teacher trains
+    (["method=mhgd", "dataset.subset.per_class=3"], "student stage trains on 30 images"),
+    (["dataset.subset.per_class=1000"], "class 0 has only 142 training images"),
     (["paths.outputs=/proc/no-such-folder"], "cannot create the output folder"),
 ]
 

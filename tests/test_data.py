@@ -24,6 +24,7 @@ from mhgd.data import (
     stratified_indices,
     to_unit_range,
     training_set,
+    training_size,
 )
 from mhgd.errors import ConfigError
 
@@ -495,6 +496,14 @@ def test_subset_is_stratified(tmp_path: Path) -> None:
     share = stratified_indices(train.labels, seed=0, fraction=0.1)
     expected = [max(1, round(c * 0.1)) for c in counts.tolist()]
     assert torch.bincount(train.labels[share]).tolist() == expected
+
+
+@pytest.mark.parametrize("subset", [None, {"per_class": 7}, {"fraction": 0.15}], ids=str)
+def test_training_size_counts_the_images_without_drawing_them(tmp_path: Path, subset) -> None:
+    train = _digits_train(tmp_path)
+    identity = {"name": "digits", **({"subset": subset} if subset else {})}
+    drawn = [len(training_set(train, identity, seed=seed)) for seed in (0, 5)]
+    assert drawn == [training_size(train.labels, identity)] * 2
 
 
 def test_subset_is_drawn_from_the_seed(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from mhgd.data.subset import (
     stage_data_identity,
     stratified_indices,
     training_set,
+    training_size,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "stratified_indices",
     "to_unit_range",
     "training_set",
+    "training_size",
 ]

@@ -77,15 +77,34 @@ def stratified_indices(
     chosen = []
     for cls in torch.unique(labels).tolist():
         members = (labels == cls).nonzero().flatten()
-        wanted = per_class if per_class is not None else max(1, round(len(members) * fraction))
-        if wanted > len(members):
-            raise ConfigError(
-                f"dataset.subset.per_class={per_class} but class {cls} has only "
-                f"{len(members)} training images; pick at most {len(members)}"
-            )
+        wanted = _wanted(cls, len(members), per_class, fraction)
         order = torch.randperm(len(members), generator=generator)
         chosen.append(members[order[:wanted]])
     return torch.cat(chosen).sort().values
+
+
+def _wanted(cls: int, members: int, per_class: int | None, fraction: float | None) -> int:
+    """How many of a class's ``members`` images the subset keeps (the same for every seed)."""
+    wanted = per_class if per_class is not None else max(1, round(members * float(fraction)))
+    if wanted > members:
+        raise ConfigError(
+            f"dataset.subset.per_class={per_class} but class {cls} has only {members} "
+            f"training images; pick at most {members}"
+        )
+    return int(wanted)
+
+
+def training_size(labels: Tensor, data_identity: Mapping[str, Any]) -> int:
+    """How many images a stage with this data identity trains on, without drawing them."""
+    subset = data_identity.get(SUBSET_KEY)
+    if not subset:
+        return len(labels)
+    classes, counts = torch.unique(labels.cpu(), return_counts=True)
+    per_class, fraction = subset.get("per_class"), subset.get("fraction")
+    return sum(
+        _wanted(cls, count, per_class, fraction)
+        for cls, count in zip(classes.tolist(), counts.tolist(), strict=True)
+    )
 
 
 def training_set(train: ImageSet, data_identity: Mapping[str, Any], seed: int) -> ImageSet:
