@@ -225,12 +225,16 @@ def test_bad_input_is_rejected_with_a_reason():
         svd.student_vectors(features, teacher, compute_dtype=torch.float16)
 
 
-@pytest.mark.parametrize(("height", "width"), [(4, 4), (1, 2)], ids=["HW>C", "HW<C"])
-def test_non_finite_maps_give_nan_vectors_without_a_host_check(height, width):
+@pytest.mark.parametrize(
+    ("channels", "height", "width"),
+    [(4, 4, 4), (4, 1, 2), (48, 8, 8), (96, 6, 6)],
+    ids=["HW>C", "HW<C", "HW>C-iterated", "HW<C-iterated"],  # wider than SMALL_GRAM
+)
+def test_non_finite_maps_give_nan_vectors_without_a_host_check(channels, height, width):
     # A diverged network's maps: no exception (that would need a device-to-host read every
     # step); the sample's vectors are NaN so the loss shows it, the others are unaffected, and
     # the NaN gradient is zeroed and counted.
-    features = random_maps(3, 4, height, width)
+    features = random_maps(3, channels, height, width)
     broken = features.clone()
     broken[1, 0, 0, 0] = float("nan")
     teacher = svd.teacher_vectors(broken)

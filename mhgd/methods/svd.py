@@ -126,7 +126,7 @@ def _descending_eigh(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     fail; its sample is solved as zeros instead and flagged.
     """
     finite = torch.isfinite(gram.diagonal(dim1=-2, dim2=-1)).all(dim=-1)  # sums of squares
-    values, vectors = torch.linalg.eigh(torch.where(finite[:, None, None], gram, 0.0))
+    values, vectors = torch.linalg.eigh(gram.masked_fill_(~finite[:, None, None], 0.0))
     return values.flip(-1), vectors.flip(-1), finite
 
 
@@ -222,7 +222,7 @@ def _top_vector(channel_matrix: Tensor) -> dict[str, Tensor]:
     small = channel_matrix.mT if from_left_vectors else channel_matrix
     gram = small @ small.mT
     finite = torch.isfinite(gram.diagonal(dim1=-2, dim2=-1)).all(dim=-1)
-    gram = torch.where(finite[:, None, None], gram, 0.0)
+    gram.masked_fill_(~finite[:, None, None], 0.0)
     trace = gram.diagonal(dim1=-2, dim2=-1).sum(dim=-1)  # >= lambda_1: keeps G^8 <= 1
     power = gram / trace.clamp_min(torch.finfo(gram.dtype).tiny)[:, None, None]
     for _ in range(SQUARINGS):
@@ -237,9 +237,9 @@ def _top_vector(channel_matrix: Tensor) -> dict[str, Tensor]:
         column = power @ column
     basis = torch.linalg.qr(torch.cat(krylov, dim=-1).double()).Q
     ritz_values, ritz_vectors = torch.linalg.eigh(basis.mT @ gram.double() @ basis)
-    top = basis @ ritz_vectors[..., -1:]
-    if from_left_vectors:  # v = M^T u / ||M^T u||
-        top = channel_matrix.double() @ top
+    top = (basis @ ritz_vectors[..., -1:]).to(channel_matrix.dtype)
+    if from_left_vectors:  # v = M^T u / ||M^T u||, a product that loses nothing in float32
+        top = channel_matrix @ top
         top = top / top.norm(dim=1, keepdim=True).clamp_min(torch.finfo(top.dtype).tiny)
     present = ritz_values[:, -1:] > 0  # an all-zero map has no direction
     top = top * present.unsqueeze(1)
@@ -276,8 +276,9 @@ def _solve(
             result = _top_vector(matrix)
             return result, result["top"].dtype
         result = _top_vectors(matrix, k, refine=requested is None and dtype == torch.float32)
-    # The backward's products run in the maps' precision; its gap decisions use ``values``.
-    return result, dtype
+    # The backward's products run in the maps' precision (a forced dtype's when one is given);
+    # its gap decisions use ``values``, which keep the solver's precision.
+    return result, dtype if requested is not None else features.dtype
 
 
 def _eigenvector_backward(
