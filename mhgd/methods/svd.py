@@ -15,7 +15,7 @@ through M itself (never through the Gram matrix, whose rounding is what lost the
 a Rayleigh-Ritz step; that recovers the top k to the accuracy of a float32 SVD at the cost of a
 few thin float32 products and a float64 2k x 2k problem. The teacher's single vector needs no full
 eigendecomposition at all (``_top_vector``): a few squarings of the Gram matrix and a small
-Krylov space give it to float64 accuracy, 3-4x faster than the eigensolver.
+Krylov space give it at least as accurately as a float32 SVD, 3-4x faster than the eigensolver.
 
 Non-finite maps are guarded on the device: the eigensolver sees zeros, the sample's vectors
 come out NaN (so the loss shows the divergence) and its gradient is zeroed and counted. One
