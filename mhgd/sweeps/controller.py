@@ -230,6 +230,10 @@ class Controller:
             self.sampler_ready = True
         trial = self.study.ask({p.path: p.distribution() for p in self.spec.params})
         run_dir = trial.user_attrs.get("run_dir") or str(self.search.layout.trial_dir(trial.number))
+        # Before submitting: a controller killed between the submission and the job's ticket
+        # leaves a trial whose retry then trains in the same folder, where the run's lease
+        # makes it wait for (and reuse) a job that outlived the controller.
+        trial.set_user_attr("run_dir", run_dir)
         job = TrialJob(
             storage=EnvSecret.stash(STORAGE_VARIABLE, self.search.storage),
             study=self.spec.study,
@@ -257,7 +261,6 @@ class Controller:
             raise SweepAborted(f"could not submit trial {trial.number}: {exc}") from exc
         self.watch.add(submitted)
         trial.set_user_attr("job", asdict(Ticket.of(submitted, self.spec.executor.cluster)))
-        trial.set_user_attr("run_dir", run_dir)
         trial.set_user_attr("overrides", list(job.overrides))
         self.mine.add(trial.number)
         params = _describe(trial.params)
