@@ -182,6 +182,7 @@ def _init(
                     "teacher": record.teacher,
                     "artifact_key": record.artifact_key,
                     **record.hparams,
+                    "hparams": dict(record.hparams),  # which keys are hparams, for reports
                     **record.extra,  # e.g. the sweep's study and trial, the SLURM job
                 },
             }

@@ -312,6 +312,7 @@ def wandb_run(record: dict, result: dict, config: dict, last: dict, *, full: boo
     if full:
         logged.update({k: record[k] for k in ("stage", "role", "method", "dataset", "teacher")})
         logged.update(model=record["model"], artifact_key=record["artifact_key"])
+        logged["hparams"] = hparams
     model = config["teacher"] if record["stage"] == "teacher" else config["student"]
     identity = {"stage": record["stage"], "dataset": config["dataset"], "model": model}
     if record["stage"] == "student":
@@ -335,6 +336,36 @@ def wandb_run(record: dict, result: dict, config: dict, last: dict, *, full: boo
         ),
     }
     return Run(None, "team", "mhgd", record["wandb_id"], attrs=attrs, lazy=True)
+
+
+def test_wandb_runs_of_any_method_give_its_hparam_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))  # Run objects make a folder
+    record = {
+        "cell_id": "c0ffee",
+        "seed": 0,
+        "stage": "student",
+        "role": "main",
+        "method": "soft_logits",
+        "dataset": "digits",
+        "teacher": "vgg16",
+        "model": "vgg7",
+        "artifact_key": "k",
+        "wandb_id": "abc",
+        "hparams": {"tau": 4.0, "weight": 0.3},
+    }
+    result = {
+        "status": "finished",
+        "last_score": 90.0,
+        "best_score": 91.0,
+        "epochs_done": 2,
+        "epochs": 2,
+    }
+    config = {"dataset": {"name": "digits"}, "student": {"name": "vgg7"}, "method": {}}
+    runs = frame_from_wandb_runs([wandb_run(record, result, config, {}, full=True)])
+    assert runs.loc[0, "tau"] == 4.0 and runs.loc[0, "weight"] == 0.3
+    assert pd.isna(runs.loc[0, "heads"])
 
 
 def mirrored_runs(root: Path, *, full: bool) -> list[Run]:

@@ -88,6 +88,7 @@ def test_every_stage_has_a_readable_name_group_and_full_config(mhgd_offline: Pat
         "runs_per_gpu",
     }
     assert config["job"]["method"]["heads"] == 2 and config["job"]["runtime"]["device"] == "cpu"
+    assert config["run"]["hparams"] == {"heads": 2, "beta": 1.0, "mhan_epochs": 1}
     assert record.extra["wandb"]["mode"] == "offline"
     assert Path(record.extra["wandb"]["where"]).is_dir()
     assert only(stages["teacher"][1], "run")[0].display_name == "teacher vgg16 s0"

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from mhgd.errors import ConfigError
-from mhgd.report.schema import HPARAM_COLUMNS, run_frame, subset_label
+from mhgd.report.schema import BASE_COLUMNS, HPARAM_COLUMNS, run_frame, subset_label
 
 # W&B run states for runs that ended before writing our summary.
 _STATES = {"finished": "finished", "running": "running", "crashed": "failed", "failed": "failed"}
@@ -46,6 +46,10 @@ def wandb_row(run: Any) -> tuple[dict[str, Any], list[str]]:
         key for key in ("role", "teacher", "model", "method", "dataset") if key not in logged
     ]
     dataset = config.get("dataset") or {}
+    hparams = logged.get("hparams")
+    if not isinstance(hparams, Mapping):  # logged before runs named their hparams: MHGD's only
+        hparams = {key: logged[key] for key in HPARAM_COLUMNS if key in logged}
+    hparams = {k: v for k, v in hparams.items() if k not in BASE_COLUMNS}  # as on disk
     top1 = "last_top1" in summary
     status = summary.get("status") or _STATES.get(run.state, "failed")
     return {
@@ -58,7 +62,8 @@ def wandb_row(run: Any) -> tuple[dict[str, Any], list[str]]:
         "dataset": logged.get("dataset") or _name(dataset),
         "split": dataset.get("split") if isinstance(dataset, Mapping) else None,
         "subset": subset_label(logged.get("train_subset")),
-        **{key: logged.get(key) for key in HPARAM_COLUMNS},
+        **{key: None for key in HPARAM_COLUMNS},
+        **hparams,
         "seed": logged.get("seed", config.get("seed")),
         "status": status,
         "last_top1": summary.get("last_top1") if top1 else None,
@@ -89,7 +94,8 @@ def frame_from_wandb_runs(runs: Iterable[Any]) -> pd.DataFrame:
             "teachers; runs logged by a current mhgd carry these fields",
             stacklevel=2,
         )
-    return run_frame(rows)
+    extras = {key for row in rows for key in row if key not in BASE_COLUMNS}
+    return run_frame(rows, sorted(extras))
 
 
 def _api() -> Any:
