@@ -36,7 +36,6 @@ from mhgd.records import (
 from mhgd.report.schema import (
     BASE_COLUMNS,
     HPARAM_COLUMNS,
-    hparam_columns,
     run_frame,
     subset_label,
 )
@@ -198,8 +197,7 @@ def runs_from_disk(roots: Sequence[str | Path]) -> pd.DataFrame:
                 continue
             seen_ids.add(row["wandb_id"])
             rows.append(row)
-    extras = {k for row in rows for k in row if k not in BASE_COLUMNS}
-    return run_frame(rows, sorted(extras))
+    return run_frame(rows)
 
 
 def load_runs(
@@ -215,7 +213,7 @@ def load_runs(
     frames = [runs_from_disk(directories)] if directories else []
     frames += [runs_from_wandb(project, wandb_filters) for project in projects]
     runs = pd.concat(frames, ignore_index=True)
-    runs = run_frame(runs.to_dict("records"), hparam_columns(runs))  # one column order
+    runs = run_frame(runs.to_dict("records"))  # one column order
     # A run given both as a folder and as its W&B mirror is one run: keep the record on disk.
     mirrored = runs["wandb_id"].notna() & runs["wandb_id"].duplicated()
     return runs[~mirrored].reset_index(drop=True)

@@ -3,7 +3,7 @@ a run came from."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -71,16 +71,17 @@ def subset_label(subset: Mapping[str, Any] | None) -> str | None:
     return f"{100 * float(subset['fraction']):g}%"
 
 
-def run_frame(rows: Iterable[Mapping[str, Any]], extra_columns: Sequence[str] = ()) -> pd.DataFrame:
+def run_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """The runs table from row dicts: every column present, numeric columns typed.
 
-    ``extra_columns`` are hyper-parameter columns beyond MHGD's (e.g. Soft-logits' ``tau``);
-    they go right after MHGD's, sorted.
+    Keys of the rows beyond RUN_COLUMNS are hyper-parameter columns beyond MHGD's (e.g.
+    Soft-logits' ``tau``); they go right after MHGD's, sorted.
     """
-    extras = sorted(set(extra_columns) - set(RUN_COLUMNS))
+    rows = list(rows)
+    extras = sorted({key for row in rows for key in row} - set(RUN_COLUMNS))
     at = RUN_COLUMNS.index(HPARAM_COLUMNS[-1]) + 1
     columns = [*RUN_COLUMNS[:at], *extras, *RUN_COLUMNS[at:]]
-    frame = pd.DataFrame(list(rows), columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)
     frame = frame.astype(_DTYPES)
     for column in (c for c in columns if c not in _DTYPES):
         # Plain objects with None for missing (pandas 3 would infer str columns with NaN).

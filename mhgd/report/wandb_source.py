@@ -94,8 +94,7 @@ def frame_from_wandb_runs(runs: Iterable[Any]) -> pd.DataFrame:
             "teachers; runs logged by a current mhgd carry these fields",
             stacklevel=2,
         )
-    extras = {key for row in rows for key in row if key not in BASE_COLUMNS}
-    return run_frame(rows, sorted(extras))
+    return run_frame(rows)
 
 
 def _api() -> Any:
