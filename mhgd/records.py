@@ -181,9 +181,10 @@ class RunDir:
             raise RecordError(path, f"unreadable or truncated ({exc})") from exc
         if not isinstance(data, dict):
             raise RecordError(path, "not a JSON object")
-        if int(data.get("schema", 1)) > SCHEMA:
+        schema = data.get("schema", 1)
+        if not isinstance(schema, int) or schema > SCHEMA:
             raise RecordError(
-                path, f"written by a newer mhgd (schema {data['schema']} > {SCHEMA}): upgrade"
+                path, f"written by a newer mhgd (schema {schema!r} > {SCHEMA}): upgrade"
             )
         try:
             return kind(**data)

@@ -123,7 +123,7 @@ def _descending_eigh(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Eigenpairs, largest first, and which samples were finite (decided on the device).
 
     A non-finite Gram matrix (NaN/inf maps: a diverged network) would make the eigensolver
-    fail; its sample is solved as zeros instead and flagged.
+    fail; its sample is solved as zeros instead and flagged (in ``gram``, which is overwritten).
     """
     finite = torch.isfinite(gram.diagonal(dim1=-2, dim2=-1)).all(dim=-1)  # sums of squares
     values, vectors = torch.linalg.eigh(gram.masked_fill_(~finite[:, None, None], 0.0))

@@ -14,7 +14,6 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,11 +25,9 @@ from mhgd.records import (
     CONFIG_FILE,
     METRICS_FILE,
     RECORD_FILE,
-    RESULT_FILE,
-    SCHEMA,
+    RecordError,
     RunDir,
     RunRecord,
-    RunResult,
     find_runs,
 )
 from mhgd.report.schema import (
@@ -44,46 +41,6 @@ from mhgd.report.wandb_source import runs_from_wandb, wandb_history
 WANDB_PREFIX = "wandb:"
 
 
-class Unreadable(Exception):
-    """A record file the report cannot use; the message names the file and the reason."""
-
-
-def _checked(path: Path, data: Any, kind: type) -> Any:
-    """A record or result dict as its dataclass, refusing files of a newer schema."""
-    if not isinstance(data, dict):
-        raise Unreadable(f"{path}: not a JSON object")
-    schema = data.get("schema", 1)
-    if not isinstance(schema, int) or schema > SCHEMA:
-        raise Unreadable(
-            f"{path}: written by a newer mhgd (record schema {schema}, this one reads up to "
-            f"{SCHEMA}); upgrade mhgd to include it"
-        )
-    known = {f.name for f in fields(kind)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise Unreadable(f"{path}: unknown fields {unknown} (a newer record schema?)")
-    try:
-        return kind(**data)
-    except (TypeError, ValueError) as exc:
-        raise Unreadable(f"{path}: {exc}") from exc
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Unreadable(f"{path}: unreadable or truncated JSON ({exc})") from exc
-
-
-def read_record(run: RunDir) -> RunRecord:
-    return _checked(run.file(RECORD_FILE), _json(run.file(RECORD_FILE)), RunRecord)
-
-
-def read_result(run: RunDir) -> RunResult | None:
-    path = run.file(RESULT_FILE)
-    return _checked(path, _json(path), RunResult) if path.is_file() else None
-
-
 def read_config(run: RunDir) -> dict[str, Any]:
     path = run.file(CONFIG_FILE)
     if not path.is_file():
@@ -91,9 +48,9 @@ def read_config(run: RunDir) -> dict[str, Any]:
     try:
         config = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise Unreadable(f"{path}: unreadable or truncated YAML ({exc})") from exc
+        raise RecordError(path, f"unreadable or truncated YAML ({exc})") from exc
     if not isinstance(config, dict):
-        raise Unreadable(f"{path}: not a YAML mapping (empty or truncated?)")
+        raise RecordError(path, "not a YAML mapping (empty or truncated?)")
     return config
 
 
@@ -104,9 +61,9 @@ def read_metrics(run: RunDir) -> list[dict[str, Any]]:
     try:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Unreadable(f"{path}: unreadable or truncated JSON lines ({exc})") from exc
+        raise RecordError(path, f"unreadable or truncated JSON lines ({exc})") from exc
     if not all(isinstance(row, dict) for row in rows):
-        raise Unreadable(f"{path}: a line is not a JSON object")
+        raise RecordError(path, "a line is not a JSON object")
     return rows
 
 
@@ -117,7 +74,7 @@ def _last_graph_kl(run: RunDir, finished: bool) -> float | None:
         return None
     try:
         rows = read_metrics(run)
-    except Unreadable as exc:
+    except RecordError as exc:
         warnings.warn(f"graph KL not read: {exc}", stacklevel=3)
         return None
     value = rows[-1].get("eval/graph_kl") if rows else None
@@ -133,16 +90,16 @@ def _probe_mhan(record: RunRecord) -> str | None:
 def disk_row(run: RunDir) -> dict[str, Any]:
     """One run directory as a row; a run that never reported an epoch counts as running.
 
-    Raises Unreadable when record.json, result.json or config.yaml cannot be used.
+    Raises RecordError when record.json, result.json or config.yaml cannot be used.
     """
-    record = read_record(run)
-    result = read_result(run)
+    record = run.read_record()
+    result = run.read_result()
     dataset = read_config(run).get("dataset") or {}
     top1 = result is not None and result.score_name == "top1"
     graph_kl = _last_graph_kl(run, top1 and result.status == "finished")
     clash = sorted(set(record.hparams) & set(BASE_COLUMNS))
     if clash:
-        raise Unreadable(f"{run.file(RECORD_FILE)}: hparams {clash} shadow run-table columns")
+        raise RecordError(run.file(RECORD_FILE), f"hparams {clash} shadow run-table columns")
     return {
         "cell_id": record.cell_id,
         "stage": record.stage,
@@ -190,7 +147,7 @@ def runs_from_disk(roots: Sequence[str | Path]) -> pd.DataFrame:
             seen_paths.add(real)
             try:
                 row = disk_row(run)
-            except Unreadable as exc:
+            except RecordError as exc:
                 warnings.warn(f"run skipped: {exc}", stacklevel=2)
                 continue
             if row["wandb_id"] and row["wandb_id"] in seen_ids:
@@ -259,7 +216,7 @@ def epoch_metrics(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     if run.get("run_dir"):
         try:
             return read_metrics(RunDir(run["run_dir"]))
-        except Unreadable as exc:
+        except RecordError as exc:
             warnings.warn(f"curves skipped: {exc}", stacklevel=2)
             return []
     if run.get("wandb_path"):
