@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from timing import interleaved
+from timing import add_heap_option, heap_as_in_training, interleaved
 
 import mhgd
 from mhgd.engine.tasks import ClassifierTask
@@ -73,9 +73,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    add_heap_option(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
+    heap = heap_as_in_training(device, args.glibc_heap)
     print(f"device {device}, batch {args.batch}, width {args.width}, torch {torch.__version__}")
+    print(heap)
     for pair in args.pairs:
         seconds = interleaved(
             steps_for(pair, args.batch, args.width, device),

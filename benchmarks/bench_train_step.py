@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from timing import interleaved
+from timing import add_heap_option, heap_as_in_training, interleaved
 
 from mhgd.data import Batches, ImageSet
 from mhgd.engine.optim import build_sgd
@@ -54,9 +54,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--device", default="cpu")
+    add_heap_option(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
+    heap = heap_as_in_training(device, args.glibc_heap)
     print(f"device {device}, batch {args.batch}, width {args.width}, torch {torch.__version__}")
+    print(heap)
     for model_name in args.models:
         steps = {
             name: make_step(model_name, v, args.batch, device, args.width)

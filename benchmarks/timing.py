@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+
+from mhgd.engine.host_memory import keep_freed_host_memory
 
 
 def interleaved(
@@ -30,3 +33,21 @@ def interleaved(
             sync()
             times[name].append((time.perf_counter() - start) / steps)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def heap_as_in_training(device: torch.device, glibc_default: bool) -> str:
+    """Keep freed heap memory as CPU training does (mhgd.engine.host_memory), unless
+    ``glibc_default``; returns what was done, for the benchmark's header."""
+    if device.type != "cpu":
+        return "heap: not used (device memory)"
+    if glibc_default:
+        return "heap: glibc's default (freed memory trimmed)"
+    return "heap: kept, as in training" if keep_freed_host_memory() else "heap: default (no glibc)"
+
+
+def add_heap_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--glibc-heap",
+        action="store_true",
+        help="on CPU, leave glibc's heap trimming on (CPU training keeps freed memory)",
+    )

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from mhgd.config import check
 from mhgd.data import DATASETS, DataSpec, load_dataset, training_size
 from mhgd.engine.checkpoint import CheckpointError, load_checkpoint
+from mhgd.engine.host_memory import keep_freed_host_memory
 from mhgd.engine.loop import TrainingTask
 from mhgd.engine.tasks import ClassifierTask
 from mhgd.errors import ConfigError
@@ -97,6 +98,8 @@ def prepare(cfg: DictConfig) -> Context:
     """Validate the config and load the data: every check that can fail runs here."""
     validate(cfg)
     device = resolve_device(cfg.runtime.device)
+    if device.type == "cpu":
+        keep_freed_host_memory()
     try:
         train, evaluation, spec = load_dataset(
             cfg.dataset.name,
