@@ -346,6 +346,57 @@ def test_killed_controller_resumes_without_running_anything_twice(
     assert len(trials) == 3 + len(failed)
 
 
+# A controller that dies the moment its first job is submitted, before it records the job.
+DIES_AFTER_SUBMITTING = """
+import os, sys
+from mhgd.sweeps import controller
+
+def die(*args, **kwargs):
+    os._exit(3)
+
+controller.Ticket.of = die
+from mhgd.sweep import main
+main([sys.argv[1]])
+"""
+
+
+@pytest.mark.slow
+def test_a_trial_killed_before_its_ticket_is_retried_in_its_own_folder(tmp_path: Path) -> None:
+    outputs = tmp_path / "outputs"
+    sweep_file = write_sweep(
+        tmp_path / "ticket.yaml",
+        study="ticket",
+        base=student_alone(tmp_path),
+        trials=1,
+        sampler={"name": "random", "seed": 0},
+        pruner="none",
+        params={"schedule.lr": {"type": "float", "low": 0.02, "high": 0.08}},
+    )
+    log = tmp_path / "died.log"
+    with log.open("wb") as out:  # a file, not a pipe: the orphaned job keeps a pipe open
+        died = subprocess.run(
+            [sys.executable, "-c", DIES_AFTER_SUBMITTING, str(sweep_file)],
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=SWEEP_TIMEOUT_S,
+        )
+    assert died.returncode == 3, log.read_text()
+    [orphan] = load_trials(outputs, "ticket")
+    assert "job" not in orphan.user_attrs
+    # The folder was recorded before the submission: a retry knows where the orphan trains.
+    run_dir = orphan.user_attrs["run_dir"]
+
+    assert main([str(sweep_file)]) == 0
+
+    trials = load_trials(outputs, "ticket")
+    assert trials[-1].state == TrialState.COMPLETE
+    assert {t.user_attrs["run_dir"] for t in trials} == {run_dir}
+    # One training, the orphan's: a retry waited for it (the run's lease) or found it done.
+    assert epochs_of(run_dir) == [1, 2]
+    assert [p.parent for p in outputs.rglob("result.json")] == [Path(run_dir)]
+
+
 def most_at_once(trials: list[FrozenTrial]) -> int:
     """The most trials that were running at the same moment (start to end in the study)."""
     events = sorted(
