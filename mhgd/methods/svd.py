@@ -236,7 +236,10 @@ def _top_vector(channel_matrix: Tensor) -> dict[str, Tensor]:
         krylov.append(column)
         column = power @ column
     basis = torch.linalg.qr(torch.cat(krylov, dim=-1).double()).Q
-    ritz_values, ritz_vectors = torch.linalg.eigh(basis.mT @ gram.double() @ basis)
+    # G B in float32, never a float64 copy of G: its rounding (eps * lambda_1) moves the top
+    # Ritz vector by about eps * lambda_1 / (lambda_1 - lambda_2), far below a float32 SVD's error.
+    ritz = basis.mT @ (gram @ basis.to(gram.dtype)).double()
+    ritz_values, ritz_vectors = torch.linalg.eigh(ritz)
     top = (basis @ ritz_vectors[..., -1:]).to(channel_matrix.dtype)
     if from_left_vectors:  # v = M^T u / ||M^T u||, a product that loses nothing in float32
         top = channel_matrix @ top
