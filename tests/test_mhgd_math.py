@@ -51,6 +51,28 @@ def test_head_logits_on_a_hand_case():
         ]
     )
     torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(mhgd.FrozenHeadLogits.of(heads)(v_front, v_back), expected)
+
+
+@pytest.mark.parametrize(("d_front", "d_back"), [(4, 6), (6, 4), (5, 5)])
+def test_frozen_heads_as_bilinear_forms_give_the_heads_logits(d_front: int, d_back: int):
+    torch.manual_seed(0)
+    heads = mhgd.AttentionHeads(d_front, d_back, heads=3)
+    for norm in (heads.key[1], heads.query[1]):  # every affine term away from 0 and 1
+        with torch.no_grad():
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.uniform_(0.5, 2.0)
+            norm.bias.normal_()
+    heads.eval()
+    v_front, v_back = torch.randn(7, d_front), torch.randn(7, d_back)
+    frozen = mhgd.FrozenHeadLogits.of(heads)
+    torch.testing.assert_close(frozen(v_front, v_back), heads(v_front, v_back))
+
+
+def test_heads_in_training_mode_are_not_frozen():
+    with pytest.raises(ValueError, match=r"eval\(\)"):
+        mhgd.FrozenHeadLogits.of(mhgd.AttentionHeads(2, 2, heads=1))
 
 
 def test_heads_normalise_keys_and_queries_in_training():

@@ -130,3 +130,36 @@ def test_transfer_gradient_reaches_the_student_features_only() -> None:
         if id(param) in classifier:
             assert torch.equal(a, b)  # after the last sensing point: no transfer gradient
     assert any(not torch.equal(a, b) for a, b in zip(with_transfer, ce_only, strict=True))
+
+
+def test_student_stage_logits_are_the_loaded_heads_ones() -> None:
+    teacher, student = pair()
+    method = MHGD(teacher, student, mhgd_cfg(heads=2))
+    (stage,) = MHGD.pre_stages(method.cfg)
+    mhan = method.pre_stage_task(stage)
+    mhan.train_mode()
+    images, labels = batch()
+    mhan.train_step(images, labels, epoch=0)  # statistics and weights off their initial values
+    method.load_pre_stage(stage, mhan.state_dict())
+    method.train()
+
+    def transfer() -> torch.Tensor:
+        with torch.no_grad():
+            return method.loss_terms(student(images), teacher(images), labels)["transfer"]
+
+    def through_the_heads() -> torch.Tensor:
+        method.heads.requires_grad_(True)  # learning heads are applied as themselves
+        try:
+            return transfer()
+        finally:
+            method.heads.requires_grad_(False)
+
+    torch.testing.assert_close(transfer(), through_the_heads())
+    # Other heads loaded (a resumed checkpoint): the frozen forms are rebuilt from them.
+    mhan.train_mode()
+    mhan.train_step(images, labels, epoch=1)
+    method.load_state_dict(
+        {**method.state_dict(), **{f"heads.{k}": v for k, v in mhan.heads.state_dict().items()}}
+    )
+    method.train()
+    torch.testing.assert_close(transfer(), through_the_heads())

@@ -16,7 +16,7 @@ eps 1e-5) (code).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,70 @@ class AttentionHeads(nn.Module):
         keys = self.key(v_back).view(n, self.heads, self.width)
         queries = self.query(v_front).view(n, self.heads, self.width)
         return torch.einsum("iad,jad->aij", keys, queries)
+
+
+def _affine(norm: nn.BatchNorm1d, heads: int) -> tuple[Tensor, Tensor]:
+    """Eval-mode batch norm as y = s * x + c, per head (A, D2), in float64."""
+    if norm.training or norm.running_mean is None or norm.running_var is None:
+        raise ValueError(
+            "frozen heads need batch norm in eval mode with running statistics; call "
+            ".eval() on the heads first"
+        )
+    scale = norm.weight.double() / (norm.running_var.double() + norm.eps).sqrt()
+    shift = norm.bias.double() - norm.running_mean.double() * scale
+    return scale.view(heads, -1), shift.view(heads, -1)
+
+
+@dataclass(frozen=True)
+class FrozenHeadLogits:
+    """The logits of frozen heads (the student stage's) as one bilinear form per head.
+
+    Eval-mode batch norm is affine, key_a(v) = s_ka * (W_ka v) + c_ka and likewise the query,
+    so section 3's S_a[i, j] = <key_a(v^B_i), query_a(v^F_j)> is
+    v^B_i^T M_a v^F_j + v^B_i . u_a + v^F_j . w_a + e_a, with M_a = W_ka^T diag(s_ka s_qa) W_qa,
+    u_a = W_ka^T (s_ka c_qa), w_a = W_qa^T (s_qa c_ka) and e_a = c_ka . c_qa: one product per
+    side instead of two D2-wide projections, about half the FLOPs. Built in float64 from the
+    heads, applied in float32.
+    """
+
+    forms: Tensor  # back first: (D_B, A * D_F), [M_1 ... M_A]; else (D_F, A * D_B) of M_a^T
+    back_first: bool  # contract the wider side first (D_F <= D_B)
+    back: Tensor  # (D_B, A): u_a
+    front: Tensor  # (D_F, A): w_a
+    const: Tensor  # (A,): e_a
+
+    @classmethod
+    def of(cls, heads: AttentionHeads) -> FrozenHeadLogits:
+        count = heads.heads
+        key_scale, key_shift = _affine(heads.key[1], count)
+        query_scale, query_shift = _affine(heads.query[1], count)
+        key_weight = heads.key[0].weight.double().view(count, heads.width, heads.d_back)
+        query_weight = heads.query[0].weight.double().view(count, heads.width, heads.d_front)
+        back_first = heads.d_front <= heads.d_back
+        pattern = "adb,ad,adf->baf" if back_first else "adb,ad,adf->fab"
+        forms = torch.einsum(pattern, key_weight, key_scale * query_scale, query_weight)
+        dtype = heads.key[0].weight.dtype
+        return cls(
+            forms=forms.reshape(forms.shape[0], -1).to(dtype),
+            back_first=back_first,
+            back=torch.einsum("adb,ad->ba", key_weight, key_scale * query_shift).to(dtype),
+            front=torch.einsum("adf,ad->fa", query_weight, query_scale * key_shift).to(dtype),
+            const=(key_shift * query_shift).sum(dim=-1).to(dtype),
+        )
+
+    def __call__(self, v_front: Tensor, v_back: Tensor) -> Tensor:
+        """S (A x N x N), as ``AttentionHeads.forward`` gives it."""
+        _check_vectors("v_front", v_front, self.front.shape[0])
+        _check_vectors("v_back", v_back, self.back.shape[0])
+        n, count = v_front.shape[0], self.const.shape[0]
+        if self.back_first:
+            mixed = (v_back @ self.forms).view(n, count, -1)  # rows i: v^B_i^T M_a
+            logits = torch.einsum("iaf,jf->aij", mixed, v_front)
+        else:
+            mixed = (v_front @ self.forms).view(n, count, -1)  # rows j: v^F_j^T M_a^T
+            logits = torch.einsum("jab,ib->aij", mixed, v_back)
+        rows, columns = (v_back @ self.back).T, (v_front @ self.front).T
+        return logits + rows[:, :, None] + columns[:, None, :] + self.const[:, None, None]
 
 
 def drop_head_mask(heads: int, rows: int, device: torch.device | None = None) -> Tensor:
@@ -401,6 +465,8 @@ class MHGD(Distiller):
             if cfg.adapter and teacher is not None
             else None
         )
+        self._frozen: list[FrozenHeadLogits] = []  # the frozen heads' forms, and of which tensors
+        self._frozen_state: list[tuple[torch.device, int, int]] = []
 
     @classmethod
     def needs_teacher(cls, cfg: Any) -> bool:
@@ -487,12 +553,25 @@ class MHGD(Distiller):
                 for f, t in zip(student_maps, t_vectors, strict=True)
             ]
             loss = student_maps[0].new_zeros((), dtype=torch.float32)
-            for m, heads in enumerate(self.heads):
+            for m, heads in enumerate(self._head_logits()):
                 with torch.no_grad():
                     s_teacher = heads(t_vectors[m], t_vectors[m + 1])
                 s_student = heads(s_vectors[m], s_vectors[m + 1])
                 loss = loss + transfer_loss(s_student, s_teacher)
         return {"transfer": loss}
+
+    def _head_logits(self) -> Sequence[Callable[[Tensor, Tensor], Tensor]]:
+        """The heads as the student stage applies them: frozen, as bilinear forms
+        (``FrozenHeadLogits``), rebuilt whenever one of their tensors changed (a loaded
+        checkpoint, a move to another device); heads that still learn, as themselves."""
+        if self.heads.training or any(p.requires_grad for p in self.heads.parameters()):
+            return list(self.heads)
+        tensors = itertools.chain(self.heads.parameters(), self.heads.buffers())
+        state = [(t.device, t.data_ptr(), t._version) for t in tensors]
+        if state != self._frozen_state:
+            self._frozen = [FrozenHeadLogits.of(h) for h in self.heads]
+            self._frozen_state = state
+        return self._frozen
 
     def backward(
         self, ce: Tensor, terms: Mapping[str, Tensor], params: Sequence[nn.Parameter], epoch: int
