@@ -15,6 +15,7 @@ Two more tables use maps with a spread spectrum, singular values sigma_j = 10^(-
 copes) and 10^(-j) (forced float32 loses the 4th vector, ``auto`` keeps it).
 
 The machine may be shared: every method runs once per round, in turn, and the best round counts.
+Freed heap memory is kept as CPU training keeps it (``--glibc-heap``: glibc's default).
 Run: python benchmarks/bench_compression.py [--rounds 3] [--batch 128] [--threads N]
 """
 
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from timing import add_heap_option, heap_as_in_training
 from torch import Tensor
 
 import mhgd  # noqa: F401  (installs the torchvision fix before anything else loads)
@@ -164,9 +166,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    add_heap_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"batch {args.batch}, {args.threads} threads, best of {args.rounds} rounds; times in ms")
+    print(heap_as_in_training(torch.device("cpu"), args.glibc_heap))
     print("each: teacher k=1 forward + student k=4 forward and backward")
     print("x svd = speed-up over svd; dev T/S = worst 1 - |cos| of teacher/student vs float64 SVD")
     points = [(net, size, c) for net, sizes in SENSING_POINTS.items() for size, c in sizes]

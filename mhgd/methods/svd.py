@@ -139,11 +139,17 @@ REFINED_BLOCK_FACTOR = 2
 def _thin_product(thin: Tensor, wide: Tensor) -> Tensor:
     """thin^T @ wide for a few columns ``thin`` (N, n, b) and a wide ``wide`` (N, n, m), (N, b, m).
 
-    Written with the thin factor first because a batched product whose operands are both
-    transposed (as eigh's and qr's column-major outputs are) leaves MKL's fast path: the same
-    product is up to 15x slower the other way round on CPU.
+    Every product with a thin factor here is written with that factor first, on the left:
+    MKL's batched products are fast for a few rows and slow for a few columns. Measured at
+    batch 128 on CPU: a matrix-vector product 0.23 -> 0.04 ms (64 x 64) and 1.0 -> 0.12 ms
+    (128 x 128), a 64 x 256 transposed view times 8 columns 2.2 -> 0.3 ms.
     """
     return thin.mT @ wide
+
+
+def _times_thin(wide: Tensor, thin: Tensor) -> Tensor:
+    """wide @ thin for a few columns ``thin``, as (thin^T wide^T)^T (see ``_thin_product``)."""
+    return (thin.mT @ wide.mT).mT
 
 
 def _refined(
@@ -161,7 +167,7 @@ def _refined(
     """
     block_size = min(values.shape[-1], REFINED_BLOCK_FACTOR * k)
     right = torch.linalg.qr(_thin_product(vectors[..., :block_size], small).mT).Q
-    left = torch.linalg.qr(small @ right).Q
+    left = torch.linalg.qr(_times_thin(small, right)).Q
     projected = _thin_product(left, small).double()  # (Y^T Q)^T
     ritz = torch.where(finite[:, None, None], projected @ projected.mT, 0.0)
     ritz_values, ritz_vectors = torch.linalg.eigh(ritz)
@@ -195,7 +201,7 @@ def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tens
     if not from_left_vectors:
         top = top_k * present.unsqueeze(1)
     else:
-        scaled = channel_matrix.to(top_k.dtype) @ top_k
+        scaled = _times_thin(channel_matrix.to(top_k.dtype), top_k)
         lengths = torch.where(present, scaled.norm(dim=1), 1.0)
         top = scaled / lengths.unsqueeze(1) * present.unsqueeze(1)
         result["lengths"] = lengths
@@ -234,15 +240,15 @@ def _top_vector(channel_matrix: Tensor) -> dict[str, Tensor]:
     for _ in range(KRYLOV_SIZE):
         column = column / column.norm(dim=1, keepdim=True).clamp_min(torch.finfo(gram.dtype).tiny)
         krylov.append(column)
-        column = power @ column
+        column = _times_thin(power, column)
     basis = torch.linalg.qr(torch.cat(krylov, dim=-1).double()).Q
-    # G B in float32, never a float64 copy of G: its rounding (eps * lambda_1) moves the top
+    # B^T G in float32, never a float64 copy of G: its rounding (eps * lambda_1) moves the top
     # Ritz vector by about eps * lambda_1 / (lambda_1 - lambda_2), far below a float32 SVD's error.
-    ritz = basis.mT @ (gram @ basis.to(gram.dtype)).double()
+    ritz = _thin_product(basis.to(gram.dtype), gram).double() @ basis
     ritz_values, ritz_vectors = torch.linalg.eigh(ritz)
     top = (basis @ ritz_vectors[..., -1:]).to(channel_matrix.dtype)
     if from_left_vectors:  # v = M^T u / ||M^T u||, a product that loses nothing in float32
-        top = channel_matrix @ top
+        top = _times_thin(channel_matrix, top)
         top = top / top.norm(dim=1, keepdim=True).clamp_min(torch.finfo(top.dtype).tiny)
     present = ritz_values[:, -1:] > 0  # an all-zero map has no direction
     top = top * present.unsqueeze(1)
@@ -295,14 +301,14 @@ def _eigenvector_backward(
     undefined; they are dropped and counted when they carry gradient.
     """
     k = grad_top.shape[-1]
-    projected = vectors.mT @ grad_top  # [a, j] = q_a^T g_j
+    projected = _thin_product(vectors, grad_top)  # [a, j] = q_a^T g_j
     gaps = values[:, None, :k] - values[:, :, None]  # [a, j] = lambda_j - lambda_a
     resolvable = gaps.abs() > _tolerance(values).unsqueeze(-1)
     inverse_gaps = torch.where(resolvable, 1.0 / torch.where(resolvable, gaps, 1.0), 0.0)
     inverse_gaps = inverse_gaps.to(projected.dtype)
     off_diagonal = ~torch.eye(values.shape[1], k, dtype=torch.bool, device=values.device)
     counter.add((~resolvable & off_diagonal & (projected != 0)).sum())
-    return vectors @ (inverse_gaps * projected)
+    return _times_thin(vectors, inverse_gaps * projected)
 
 
 def _gram_factor_gradient(factor: Tensor, top: Tensor, small: Tensor) -> Tensor:
