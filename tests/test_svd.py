@@ -136,9 +136,13 @@ def test_spread_spectra_are_redone_in_float64():
 
 
 @pytest.mark.parametrize("decades", [1.0, 0.25, 0.02], ids=["spread", "mild", "near-degenerate"])
-@pytest.mark.parametrize(("channels", "size"), [(48, 8), (96, 6)], ids=["HW>C", "HW<C"])
+@pytest.mark.parametrize(
+    ("channels", "size"),
+    [(48, 8), (96, 6), (64, 4), (512, 2)],
+    ids=["HW>C", "HW<C", "small-Gram", "Gram-narrower-than-the-Krylov-space"],
+)
 def test_teacher_vector_by_iteration_matches_a_float64_svd(decades, channels, size):
-    # Gram matrices this size take the iteration (squarings and a Krylov space), not eigh.
+    # Every float32 teacher vector takes the iteration (squarings and a Krylov space), not eigh.
     # sigma_2 / sigma_1 = 10^-0.02 = 0.955 is a hard case for power iterations.
     generator = torch.Generator().manual_seed(0)
     rank = min(channels, size * size)

@@ -211,7 +211,7 @@ def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tens
 
 
 # (choice, numerical) Up to this Gram size (the paper's 4x4 and 2x2 points) a float64
-# eigendecomposition is cheaper than the float32 one plus its refinement or the iteration.
+# eigendecomposition is cheaper than the float32 one plus its refinement (the student's k = 4).
 SMALL_GRAM = 32
 
 # (choice, numerical) The teacher's vector: the Gram matrix G is squared this many times (G^8
@@ -237,7 +237,7 @@ def _top_vector(channel_matrix: Tensor) -> dict[str, Tensor]:
     start = power.diagonal(dim1=-2, dim2=-1).argmax(dim=-1)
     column = power.gather(-1, start[:, None, None].expand(-1, power.shape[1], 1))
     krylov = []
-    for _ in range(KRYLOV_SIZE):
+    for _ in range(min(KRYLOV_SIZE, gram.shape[-1])):
         column = column / column.norm(dim=1, keepdim=True).clamp_min(torch.finfo(gram.dtype).tiny)
         krylov.append(column)
         column = _times_thin(power, column)
@@ -268,22 +268,22 @@ def _solve(
 ) -> tuple[dict[str, Tensor], torch.dtype]:
     """The top-k vectors in the precision they need, and the dtype for the backward's products.
 
-    Automatic (``requested`` None): float64 maps, and maps whose smaller Gram matrix is at most
-    ``SMALL_GRAM`` wide, by a float64 eigendecomposition; other float32 maps, one vector without
-    ``backward`` (the teacher's) by iteration (``_top_vector``), more by a float32
-    eigendecomposition with the top k refined through M (see the module docstring). The policy
-    depends only on the dtype and the shapes, never on the values, so it costs no
-    device-to-host read. Forced dtypes use the eigendecomposition.
+    Automatic (``requested`` None): float64 maps by a float64 eigendecomposition; for float32
+    maps, one vector without ``backward`` (the teacher's) by iteration (``_top_vector``), more
+    by a float64 eigendecomposition where the smaller Gram matrix is at most ``SMALL_GRAM`` wide
+    and otherwise by a float32 one with the top k refined through M (see the module
+    docstring). The policy depends only on the dtype and the shapes, never on the values, so
+    it costs no device-to-host read. Forced dtypes use the eigendecomposition.
     """
     dtype = requested or (torch.float64 if features.dtype == torch.float64 else torch.float32)
     _, channels, height, width = features.shape
-    if requested is None and min(channels, height * width) <= SMALL_GRAM:
-        dtype = torch.float64  # small Gram matrices: float64 costs less than refining
     with torch.autocast(features.device.type, enabled=False):
-        matrix = _channel_matrix(features, dtype)
         if requested is None and k == 1 and not backward and dtype == torch.float32:
-            result = _top_vector(matrix)
+            result = _top_vector(_channel_matrix(features, dtype))
             return result, result["top"].dtype
+        if requested is None and min(channels, height * width) <= SMALL_GRAM:
+            dtype = torch.float64  # small Gram matrices: float64 costs less than refining
+        matrix = _channel_matrix(features, dtype)
         result = _top_vectors(matrix, k, refine=requested is None and dtype == torch.float32)
     # The backward's products run in the maps' precision (a forced dtype's when one is given);
     # its gap decisions use ``values``, which keep the solver's precision.
