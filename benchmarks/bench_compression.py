@@ -21,6 +21,10 @@ Run: python benchmarks/bench_compression.py [--rounds 3] [--batch 128] [--thread
 
 from __future__ import annotations
 
+import mhgd  # noqa: F401  (first: it sets OpenMP's spinning as training does, before torch loads)
+
+# isort: split
+
 import argparse
 import time
 from collections.abc import Callable
@@ -29,7 +33,6 @@ import torch
 from timing import add_heap_option, heap_as_in_training
 from torch import Tensor
 
-import mhgd  # noqa: F401  (installs the torchvision fix before anything else loads)
 from mhgd.methods import svd
 
 SENSING_POINTS = {

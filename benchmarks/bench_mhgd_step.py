@@ -15,6 +15,10 @@ The target is mhgd / budget <= 1.10: the compression, heads and loss add at most
 
 from __future__ import annotations
 
+import mhgd  # first: it sets OpenMP's spinning as training does, before torch loads
+
+# isort: split
+
 import argparse
 from pathlib import Path
 
@@ -23,7 +27,6 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from timing import add_heap_option, heap_as_in_training, interleaved
 
-import mhgd
 from mhgd.engine.tasks import ClassifierTask
 from mhgd.methods import MHGD
 from mhgd.models import build_model

@@ -8,6 +8,10 @@ them alike and the printed ratios stay meaningful. On a GPU run it with --device
 
 from __future__ import annotations
 
+import mhgd  # noqa: F401  (first: it sets OpenMP's spinning as training does, before torch loads)
+
+# isort: split
+
 import argparse
 
 import torch

@@ -40,6 +40,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mhgd.methods import cpu_eigh
+
 TEACHER_VECTORS = 1
 STUDENT_VECTORS = 4  # (code) the student offers 4 candidates, aligned to the teacher's one
 
@@ -126,7 +128,7 @@ def _descending_eigh(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     fail; its sample is solved as zeros instead and flagged (in ``gram``, which is overwritten).
     """
     finite = torch.isfinite(gram.diagonal(dim1=-2, dim2=-1)).all(dim=-1)  # sums of squares
-    values, vectors = torch.linalg.eigh(gram.masked_fill_(~finite[:, None, None], 0.0))
+    values, vectors = cpu_eigh.eigh(gram.masked_fill_(~finite[:, None, None], 0.0))
     return values.flip(-1), vectors.flip(-1), finite
 
 
