@@ -22,12 +22,15 @@ def warmup(epoch: int) -> float:
     return 1.0 / (1.0 + math.exp(-epoch))
 
 
+def clip_scale(norm: Tensor, max_norm: Tensor | float) -> Tensor:
+    """min(1, max_norm / norm): the factor that clips a tensor of this norm; 1 for norm 0."""
+    bound = torch.as_tensor(max_norm, dtype=norm.dtype, device=norm.device)
+    return torch.where(norm > bound, bound / torch.where(norm > bound, norm, 1.0), 1.0)
+
+
 def clip_by_norm(x: Tensor, max_norm: Tensor | float) -> Tensor:
     """x * min(1, max_norm / ||x||), with ||x|| = 0 leaving x (zero) untouched."""
-    norm = torch.linalg.vector_norm(x)
-    bound = torch.as_tensor(max_norm, dtype=norm.dtype, device=norm.device)
-    scale = torch.where(norm > bound, bound / torch.where(norm > bound, norm, 1.0), 1.0)
-    return x * scale.to(x.dtype)
+    return x * clip_scale(torch.linalg.vector_norm(x), max_norm).to(x.dtype)
 
 
 def _gradients(loss: Tensor, params: Sequence[Tensor], retain: bool) -> Sequence[Tensor | None]:
@@ -73,14 +76,19 @@ def combine_clipped_gradients(
             continue
         with_transfer += 1
         bound = factor * ce_norm
-        limited = clip_by_norm(g_transfer, bound)
         transfer_norm = torch.linalg.vector_norm(g_transfer)
-        applied_norm = torch.linalg.vector_norm(limited)
+        scale = clip_scale(transfer_norm, bound)
         stats = torch.stack(
-            [(transfer_norm > bound).to(ce_norm.dtype), ce_norm, transfer_norm, applied_norm]
+            [
+                (transfer_norm > bound).to(ce_norm.dtype),
+                ce_norm,
+                transfer_norm,
+                transfer_norm * scale,
+            ]
         )
         totals += stats.double().square()
-        param.grad = g_ce + limited
+        # One fused pass; never in place: autograd may hand two tensors the same gradient.
+        param.grad = torch.addcmul(g_ce, g_transfer, scale.to(g_transfer.dtype))
     clipped, ce_sq, transfer_sq, applied_sq = totals.unbind()
     return {
         "transfer_clipped_fraction": clipped / max(with_transfer, 1),
