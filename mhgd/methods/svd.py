@@ -4,7 +4,8 @@ Each map X (N x C x H x W) is read per sample as the HW x C matrix M (no mean-ce
 top right singular vectors are unit vectors in channel space. They are the eigenvectors of the
 smaller of the two Gram matrices, M^T M (C x C) or M M^T (HW x HW): at the paper's sensing
 points that is at most 128 x 128, and several times faster than an SVD of M (see
-benchmarks/bench_compression.py).
+benchmarks/bench_compression.py). On the CPU a batch's eigendecompositions are spread over
+the cores (``mhgd.methods.cpu_eigh``).
 
 Precision without host reads (``_solve``). The Gram matrix squares the spread of the singular
 values, so a float32 eigendecomposition alone loses the student's 4th vector when its singular
@@ -40,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mhgd.methods import cpu_eigh
+from mhgd.methods.cpu_eigh import eigh as cpu_eigh
 
 TEACHER_VECTORS = 1
 STUDENT_VECTORS = 4  # (code) the student offers 4 candidates, aligned to the teacher's one
@@ -128,7 +129,7 @@ def _descending_eigh(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     fail; its sample is solved as zeros instead and flagged (in ``gram``, which is overwritten).
     """
     finite = torch.isfinite(gram.diagonal(dim1=-2, dim2=-1)).all(dim=-1)  # sums of squares
-    values, vectors = cpu_eigh.eigh(gram.masked_fill_(~finite[:, None, None], 0.0))
+    values, vectors = cpu_eigh(gram.masked_fill_(~finite[:, None, None], 0.0))
     return values.flip(-1), vectors.flip(-1), finite
 
 
