@@ -378,8 +378,13 @@ class _TopSingularVectors(torch.autograd.Function):
                 grad_left = _thin_product(grad_scaled, channel_matrix).mT  # X^T g
                 factor = _eigenvector_backward(values, vectors, grad_left, counter)
                 left = vectors[..., :k]
-                grad_gram_side = _gram_factor_gradient(factor, left, channel_matrix.mT)
-                grad_matrix = grad_scaled @ left.mT + grad_gram_side.mT
+                # g U^T from y = X u, X (U A^T + A U^T) from G = X^T X: one product
+                # [g, X U, X A] [U, A, U]^T, already shaped like X (no transposed sum).
+                through_maps = _times_thin(channel_matrix, torch.cat([left, factor], dim=-1))
+                grad_matrix = (
+                    torch.cat([grad_scaled, through_maps], dim=-1)
+                    @ torch.cat([left, factor, left], dim=-1).mT
+                )
         grad = grad_matrix.to(features.dtype).reshape(features.shape)
         return _zero_non_finite(grad, counter), None, None, None
 
