@@ -70,7 +70,8 @@ class _Workers:
         with self._lock:
             if self._pool is None or self._owner != owner:
                 if self._pool is not None and self._owner[0] == owner[0]:
-                    self._pool.shutdown(wait=False)  # a forked child's copy has no threads
+                    # (a forked child's copy of the pool has no threads to stop)
+                    self._pool.shutdown(wait=False)
                 self._pool = ThreadPoolExecutor(workers, THREAD_NAME, initializer=setup)
                 self._owner = owner
             return self._pool
@@ -93,9 +94,13 @@ def eigh(matrices: Tensor) -> tuple[Tensor, Tensor]:
         values, vectors = torch.linalg.eigh(matrices)
         return values, vectors
     pool = _WORKERS.pool(chunks, setup)
-    pending = [pool.submit(torch.linalg.eigh, chunk) for chunk in matrices.tensor_split(chunks)]
-    solved = [future.result() for future in pending]
-    values = torch.cat([s.eigenvalues for s in solved])
-    # Column-major like LAPACK's (and torch's) own output, which the callers' products expect.
-    vectors = torch.cat([s.eigenvectors.mT for s in solved]).mT
+    batch, size = matrices.shape[:2]
+    values = matrices.new_empty(batch, size)
+    # Column-major like LAPACK's (and torch's) own output, which the callers' products expect;
+    # every chunk is written in place, into its own rows.
+    vectors = matrices.new_empty(batch, size, size).mT
+    parts = zip(*(t.tensor_split(chunks) for t in (matrices, values, vectors)), strict=True)
+    pending = [pool.submit(torch.linalg.eigh, m, out=(v, q)) for m, v, q in parts]
+    for future in pending:
+        future.result()
     return values, vectors

@@ -314,26 +314,29 @@ def _eigenvector_backward(
     return _times_thin(vectors, inverse_gaps * projected)
 
 
-def _gram_factor_gradient(factor: Tensor, top: Tensor, small: Tensor) -> Tensor:
+def _gram_factor_gradient(factor: Tensor, top: Tensor, small: Tensor) -> tuple[Tensor, Tensor]:
     """Gradient w.r.t. Y of G = Y Y^T when G's gradient is sym(A Q_k^T): (A Q_k^T + Q_k A^T) Y.
 
-    Computed as [A Q_k] [Q_k A]^T Y, 4k thin products instead of an n x n matrix times Y.
+    Returned as the two factors of [A Q_k] [Q_k A]^T Y, thin products instead of an n x n
+    matrix times Y.
     """
-    return torch.cat([factor, top], dim=-1) @ _thin_product(torch.cat([top, factor], -1), small)
+    return torch.cat([factor, top], dim=-1), _thin_product(torch.cat([top, factor], -1), small)
 
 
-def _zero_non_finite(grad: Tensor, counter: ZeroedGradientCounter) -> Tensor:
-    """Zero and count the gradient of every sample that has a non-finite entry, on the device.
+def _finite_product(
+    left: Tensor, right: Tensor, counter: ZeroedGradientCounter, dtype: torch.dtype
+) -> Tensor:
+    """left @ right, with every sample whose factors hold a non-finite entry zeroed and counted.
 
-    A non-finite entry comes from a non-finite map or upstream gradient, which leaves the whole
-    sample's gradient meaningless; one sum per sample finds it (NaN and inf propagate), which
-    costs a pass over the gradient instead of the several an element-wise test takes. ``grad``
-    is modified in place.
+    A non-finite map or upstream gradient reaches the factors (the map is in one of them, the
+    upstream gradient in the other) and leaves the whole sample's gradient meaningless; a sum
+    per sample finds it (NaN and inf propagate). Testing and zeroing the thin factors, never
+    the map-sized product, spares two passes over the gradient.
     """
-    broken = ~torch.isfinite(grad.flatten(1).sum(dim=1))
-    counter.add(broken.sum() * grad[0].numel())
-    # In place: a new map-sized tensor costs more in page faults than the test itself.
-    return grad.masked_fill_(broken.view(-1, *[1] * (grad.dim() - 1)), 0.0)
+    broken = ~torch.isfinite(left.sum(dim=(1, 2)) + right.sum(dim=(1, 2)))
+    counter.add(broken.sum() * left.shape[1] * right.shape[2])
+    keep = ~broken[:, None, None]
+    return (torch.where(keep, left, 0.0) @ torch.where(keep, right, 0.0)).to(dtype)
 
 
 class _TopSingularVectors(torch.autograd.Function):
@@ -371,22 +374,20 @@ class _TopSingularVectors(torch.autograd.Function):
             k = grad_top.shape[-1]
             if not ctx.from_left_vectors:  # G = X X^T
                 factor = _eigenvector_backward(values, vectors, grad_top, counter)
-                grad_matrix = _gram_factor_gradient(factor, vectors[..., :k], channel_matrix)
+                left, right = _gram_factor_gradient(factor, vectors[..., :k], channel_matrix)
             else:  # G = X^T X, and v = y / ||y|| with y = X u
                 radial = (top * grad_top).sum(dim=1, keepdim=True)
                 grad_scaled = (grad_top - top * radial) / lengths[0].unsqueeze(1)
                 grad_left = _thin_product(grad_scaled, channel_matrix).mT  # X^T g
                 factor = _eigenvector_backward(values, vectors, grad_left, counter)
-                left = vectors[..., :k]
+                vectors_k = vectors[..., :k]
                 # g U^T from y = X u, X (U A^T + A U^T) from G = X^T X: one product
                 # [g, X U, X A] [U, A, U]^T, already shaped like X (no transposed sum).
-                through_maps = _times_thin(channel_matrix, torch.cat([left, factor], dim=-1))
-                grad_matrix = (
-                    torch.cat([grad_scaled, through_maps], dim=-1)
-                    @ torch.cat([left, factor, left], dim=-1).mT
-                )
-        grad = grad_matrix.to(features.dtype).reshape(features.shape)
-        return _zero_non_finite(grad, counter), None, None, None
+                through_maps = _times_thin(channel_matrix, torch.cat([vectors_k, factor], -1))
+                left = torch.cat([grad_scaled, through_maps], dim=-1)
+                right = torch.cat([vectors_k, factor, vectors_k], dim=-1).mT
+            grad = _finite_product(left, right, counter, features.dtype)
+        return grad.reshape(features.shape), None, None, None
 
 
 def _effective_count(features: Tensor, k: int) -> int:
