@@ -25,7 +25,7 @@ the host after every call (``_linalg_check_errors``), so on a GPU each eigh call
 two per sensing point, the teacher's one small Ritz problem) waits for the queue; only an
 eigensolver written in tensor operations would avoid it.
 
-The backward pass is written out (``_TopSingularVectors``) because the generic eigh/svd
+The backward pass is written out (``_AlignedSingularVector``) because the generic eigh/svd
 backward divides by every eigenvalue gap, including the gaps between discarded, repeated
 eigenvalues (zero channels after ReLU, HW < C), and so returns NaN for ordinary feature maps.
 Only the gaps that touch a returned vector enter here; the ones that are zero are the truly
@@ -294,30 +294,35 @@ def _solve(
 
 
 def _eigenvector_backward(
-    values: Tensor, vectors: Tensor, grad_top: Tensor, counter: ZeroedGradientCounter
+    values: Tensor,
+    vectors: Tensor,
+    grad_vector: Tensor,
+    column: Tensor,
+    counter: ZeroedGradientCounter,
 ) -> Tensor:
-    """The gradient w.r.t. a symmetric G from that of its top-k eigenvectors, as a factor A.
+    """The gradient w.r.t. a symmetric G from that of one eigenvector per sample, as a factor A.
 
     First-order perturbation: dq_j = sum_{a != j} q_a (q_a^T dG q_j) / (lambda_j - lambda_a),
-    so the gradient is sym(A Q_k^T) with A = Q (F o Q^T g), F_aj = 1 / (lambda_j - lambda_a):
-    returned as A (N, n, k), never formed as an n x n matrix. Terms with a zero gap are
-    undefined; they are dropped and counted when they carry gradient.
+    so the gradient is sym(a q_j^T) with a = Q (f o Q^T g), f_a = 1 / (lambda_j - lambda_a):
+    returned as a (N, n, 1), never formed as an n x n matrix. ``column`` (N, 1) is j, the
+    eigenvector that carries gradient. Terms with a zero gap are undefined; they are dropped and
+    counted when they carry gradient.
     """
-    k = grad_top.shape[-1]
-    projected = _thin_product(vectors, grad_top)  # [a, j] = q_a^T g_j
-    gaps = values[:, None, :k] - values[:, :, None]  # [a, j] = lambda_j - lambda_a
+    projected = _thin_product(vectors, grad_vector)  # [a] = q_a^T g
+    gaps = values.gather(1, column)[:, None, :] - values[:, :, None]  # [a] = lambda_j - lambda_a
     resolvable = gaps.abs() > _tolerance(values).unsqueeze(-1)
     inverse_gaps = torch.where(resolvable, 1.0 / torch.where(resolvable, gaps, 1.0), 0.0)
     inverse_gaps = inverse_gaps.to(projected.dtype)
-    off_diagonal = ~torch.eye(values.shape[1], k, dtype=torch.bool, device=values.device)
+    indices = torch.arange(values.shape[1], device=values.device)
+    off_diagonal = indices[None, :, None] != column[:, None, :]
     counter.add((~resolvable & off_diagonal & (projected != 0)).sum())
     return _times_thin(vectors, inverse_gaps * projected)
 
 
 def _gram_factor_gradient(factor: Tensor, top: Tensor, small: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradient w.r.t. Y of G = Y Y^T when G's gradient is sym(A Q_k^T): (A Q_k^T + Q_k A^T) Y.
+    """Gradient w.r.t. Y of G = Y Y^T when G's gradient is sym(a q^T): (a q^T + q a^T) Y.
 
-    Returned as the two factors of [A Q_k] [Q_k A]^T Y, thin products instead of an n x n
+    Returned as the two factors of [a q] [q a]^T Y, thin products instead of an n x n
     matrix times Y.
     """
     return torch.cat([factor, top], dim=-1), _thin_product(torch.cat([top, factor], -1), small)
@@ -339,13 +344,33 @@ def _finite_product(
     return (torch.where(keep, left, 0.0) @ torch.where(keep, right, 0.0)).to(dtype)
 
 
-class _TopSingularVectors(torch.autograd.Function):
-    """Top-k right singular vectors (N, C, k) of (N, C, H, W) maps with a finite backward."""
+def _aligned_choice(candidates: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
+    """Per sample, which candidate has the largest |cosine| with the teacher's vector (N, 1),
+    and the sign (N, 1) that makes that cosine positive (code)."""
+    cosines = torch.einsum("nck,nc->nk", candidates, teacher.to(candidates.dtype))
+    best = cosines.abs().argmax(dim=1, keepdim=True)
+    sign = torch.where(cosines.gather(1, best) < 0, -1.0, 1.0).to(candidates.dtype)
+    return best, sign
+
+
+def _column(matrices: Tensor, column: Tensor) -> Tensor:
+    """Column ``column[i]`` of each matrix i, (N, rows, 1)."""
+    return matrices.gather(2, column[:, None, :].expand(-1, matrices.shape[1], 1))
+
+
+class _AlignedSingularVector(torch.autograd.Function):
+    """The student's vector: of the top-k right singular vectors of (N, C, H, W) maps, the one
+    aligned to the teacher's, (N, C), with a finite backward.
+
+    The choice is made here, not after, so that the backward works on the kept vector alone:
+    its factors are one column wide instead of k (the others get no gradient).
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
         features: Tensor,
+        teacher: Tensor,
         k: int,
         compute_dtype: torch.dtype | None,
         counter: ZeroedGradientCounter,
@@ -353,41 +378,44 @@ class _TopSingularVectors(torch.autograd.Function):
         result, ctx.compute_dtype = _solve(features, k, compute_dtype, backward=True)
         ctx.counter = counter
         ctx.from_left_vectors = "lengths" in result
+        candidates = result["top"].to(features.dtype)
+        best, sign = _aligned_choice(candidates, teacher)
         dtype = ctx.compute_dtype  # the values keep their (refined) precision
-        saved = [result["values"], result["vectors"].to(dtype), result["present"]]
-        saved.append(result["top"].to(dtype))
+        saved = [result["values"], result["vectors"].to(dtype), result["present"], best, sign]
+        saved.append(_column(result["top"].to(dtype), best))
         if ctx.from_left_vectors:
             saved.append(result["lengths"].to(dtype))
         ctx.save_for_backward(features, *saved)
-        return result["top"].to(features.dtype)
+        return _column(candidates, best)[..., 0] * sign
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        features, values, vectors, present, top, *lengths = ctx.saved_tensors
+        features, values, vectors, present, best, sign, top, *lengths = ctx.saved_tensors
         counter: ZeroedGradientCounter = ctx.counter
-        grad_top = grad_output.to(ctx.compute_dtype)
+        grad_top = (grad_output * sign).to(ctx.compute_dtype).unsqueeze(-1)  # (N, C, 1)
         # A vector of a zero singular value is a constant zero: its gradient is undefined.
-        counter.add((~present & (grad_top != 0).any(dim=1)).sum())
-        grad_top = grad_top * present.unsqueeze(1)
+        kept_present = present.gather(1, best)
+        counter.add((~kept_present & (grad_top != 0).any(dim=1)).sum())
+        grad_top = grad_top * kept_present.unsqueeze(1)
         with torch.autocast(features.device.type, enabled=False):
             channel_matrix = _channel_matrix(features, ctx.compute_dtype)
-            k = grad_top.shape[-1]
+            vector = _column(vectors, best)  # the kept eigenvector q (u in the left case)
             if not ctx.from_left_vectors:  # G = X X^T
-                factor = _eigenvector_backward(values, vectors, grad_top, counter)
-                left, right = _gram_factor_gradient(factor, vectors[..., :k], channel_matrix)
+                factor = _eigenvector_backward(values, vectors, grad_top, best, counter)
+                left, right = _gram_factor_gradient(factor, vector, channel_matrix)
             else:  # G = X^T X, and v = y / ||y|| with y = X u
                 radial = (top * grad_top).sum(dim=1, keepdim=True)
-                grad_scaled = (grad_top - top * radial) / lengths[0].unsqueeze(1)
+                length = lengths[0].gather(1, best)
+                grad_scaled = (grad_top - top * radial) / length.unsqueeze(1)
                 grad_left = _thin_product(grad_scaled, channel_matrix).mT  # X^T g
-                factor = _eigenvector_backward(values, vectors, grad_left, counter)
-                vectors_k = vectors[..., :k]
-                # g U^T from y = X u, X (U A^T + A U^T) from G = X^T X: one product
-                # [g, X U, X A] [U, A, U]^T, already shaped like X (no transposed sum).
-                through_maps = _times_thin(channel_matrix, torch.cat([vectors_k, factor], -1))
+                factor = _eigenvector_backward(values, vectors, grad_left, best, counter)
+                # g u^T from y = X u, X (u a^T + a u^T) from G = X^T X: one product
+                # [g, X u, X a] [u, a, u]^T, already shaped like X (no transposed sum).
+                through_maps = _times_thin(channel_matrix, torch.cat([vector, factor], -1))
                 left = torch.cat([grad_scaled, through_maps], dim=-1)
-                right = torch.cat([vectors_k, factor, vectors_k], dim=-1).mT
+                right = torch.cat([vector, factor, vector], dim=-1).mT
             grad = _finite_product(left, right, counter, features.dtype)
-        return grad.reshape(features.shape), None, None, None
+        return grad.reshape(features.shape), None, None, None, None
 
 
 def _effective_count(features: Tensor, k: int) -> int:
@@ -435,11 +463,6 @@ def student_vectors(
             f"({n}, {channels}): teacher and student must sense the same channel count "
             "(method.md section 2)"
         )
-    candidates = _TopSingularVectors.apply(
-        features, _effective_count(features, k), compute_dtype, counter
+    return _AlignedSingularVector.apply(
+        features, teacher.detach(), _effective_count(features, k), compute_dtype, counter
     )
-    cosines = torch.einsum("nck,nc->nk", candidates, teacher.detach().to(candidates.dtype))
-    best = cosines.abs().argmax(dim=1, keepdim=True)
-    chosen = candidates.gather(2, best.unsqueeze(1).expand(-1, channels, -1)).squeeze(2)
-    flip = torch.where(cosines.gather(1, best) < 0, -1.0, 1.0).to(chosen.dtype)
-    return chosen * flip
