@@ -92,7 +92,7 @@ def main() -> None:
         print(
             f"{pair}: plain {seconds['plain']:.3f}s  budget {seconds['budget']:.3f}s  "
             f"mhgd {seconds['mhgd']:.3f}s   mhgd/plain x{seconds['mhgd'] / seconds['plain']:.2f}"
-            f"   mhgd/budget x{seconds['mhgd'] / seconds['budget']:.2f} (target <= 1.10)"
+            f"   mhgd/budget x{seconds['mhgd'] / seconds['budget']:.3f} (target <= 1.10)"
         )
 
 

@@ -28,8 +28,10 @@ eigensolver written in tensor operations would avoid it.
 The backward pass is written out (``_AlignedSingularVector``) because the generic eigh/svd
 backward divides by every eigenvalue gap, including the gaps between discarded, repeated
 eigenvalues (zero channels after ReLU, HW < C), and so returns NaN for ordinary feature maps.
-Only the gaps that touch a returned vector enter here; the ones that are zero are the truly
-undefined terms, which are set to zero (as the authors' code does) and counted.
+Only the gaps that touch the student's kept vector enter here (the choice among the k
+candidates is made inside the function, so the other k - 1 cost the backward nothing); the ones
+that are zero are the truly undefined terms, which are set to zero (as the authors' code does)
+and counted.
 """
 
 from __future__ import annotations
