@@ -102,8 +102,10 @@ class AttentionHeads(nn.Module):
         return torch.einsum("iad,jad->aij", keys, queries)
 
 
-def _affine(norm: nn.BatchNorm1d, heads: int) -> tuple[Tensor, Tensor]:
-    """Eval-mode batch norm as y = s * x + c, per head (A, D2), in float64."""
+def _homogeneous(projection: nn.Sequential, heads: int) -> Tensor:
+    """An eval-mode linear + batch norm, y = s * (W v) + c, as the matrix [diag(s) W, c] that maps
+    [v; 1] to y: (A, D2, D + 1) per head, in float64."""
+    linear, norm = projection
     if norm.training or norm.running_mean is None or norm.running_var is None:
         raise ValueError(
             "frozen heads need batch norm in eval mode with running statistics; call "
@@ -111,59 +113,53 @@ def _affine(norm: nn.BatchNorm1d, heads: int) -> tuple[Tensor, Tensor]:
         )
     scale = norm.weight.double() / (norm.running_var.double() + norm.eps).sqrt()
     shift = norm.bias.double() - norm.running_mean.double() * scale
-    return scale.view(heads, -1), shift.view(heads, -1)
+    weight = linear.weight.double() * scale[:, None]
+    return torch.cat([weight, shift[:, None]], dim=1).view(heads, -1, linear.in_features + 1)
+
+
+def _with_one(vectors: Tensor) -> Tensor:
+    """[v; 1] for every row v: homogeneous coordinates."""
+    return F.pad(vectors, (0, 1), value=1.0)
 
 
 @dataclass(frozen=True)
 class FrozenHeadLogits:
     """The logits of frozen heads (the student stage's) as one bilinear form per head.
 
-    Eval-mode batch norm is affine, key_a(v) = s_ka * (W_ka v) + c_ka and likewise the query,
-    so section 3's S_a[i, j] = <key_a(v^B_i), query_a(v^F_j)> is
-    v^B_i^T M_a v^F_j + v^B_i . u_a + v^F_j . w_a + e_a, with M_a = W_ka^T diag(s_ka s_qa) W_qa,
-    u_a = W_ka^T (s_ka c_qa), w_a = W_qa^T (s_qa c_ka) and e_a = c_ka . c_qa: one product per
-    side instead of two D2-wide projections, about half the FLOPs. Built in float64 from the
-    heads, applied in float32.
+    Eval-mode batch norm is affine, so key_a(v) = K_a [v; 1] with K_a = [diag(s_ka) W_ka, c_ka]
+    (scale s and shift c of the batch norm) and likewise query_a(v) = Q_a [v; 1]. Section 3's
+    S_a[i, j] = <key_a(v^B_i), query_a(v^F_j)> is then [v^B_i; 1]^T H_a [v^F_j; 1] with
+    H_a = K_a^T Q_a, a (D_B + 1) x (D_F + 1) matrix: one product per side instead of two
+    D2-wide projections, about half the FLOPs. Built in float64 from the heads, applied in
+    float32.
     """
 
-    forms: Tensor  # back first: (D_B, A * D_F), [M_1 ... M_A]; else (D_F, A * D_B) of M_a^T
+    forms: Tensor  # back first: (D_B + 1, A (D_F + 1)), [H_1 ... H_A]; else of the H_a^T
     back_first: bool  # contract the wider side first (D_F <= D_B)
-    back: Tensor  # (D_B, A): u_a
-    front: Tensor  # (D_F, A): w_a
-    const: Tensor  # (A,): e_a
+    widths: tuple[int, int]  # (D_F, D_B)
 
     @classmethod
     def of(cls, heads: AttentionHeads) -> FrozenHeadLogits:
-        count = heads.heads
-        key_scale, key_shift = _affine(heads.key[1], count)
-        query_scale, query_shift = _affine(heads.query[1], count)
-        key_weight = heads.key[0].weight.double().view(count, heads.width, heads.d_back)
-        query_weight = heads.query[0].weight.double().view(count, heads.width, heads.d_front)
+        keys = _homogeneous(heads.key, heads.heads)
+        queries = _homogeneous(heads.query, heads.heads)
         back_first = heads.d_front <= heads.d_back
-        pattern = "adb,ad,adf->baf" if back_first else "adb,ad,adf->fab"
-        forms = torch.einsum(pattern, key_weight, key_scale * query_scale, query_weight)
-        dtype = heads.key[0].weight.dtype
+        forms = torch.einsum("adb,adf->baf" if back_first else "adb,adf->fab", keys, queries)
         return cls(
-            forms=forms.reshape(forms.shape[0], -1).to(dtype),
+            forms=forms.reshape(forms.shape[0], -1).to(heads.key[0].weight.dtype),
             back_first=back_first,
-            back=torch.einsum("adb,ad->ba", key_weight, key_scale * query_shift).to(dtype),
-            front=torch.einsum("adf,ad->fa", query_weight, query_scale * key_shift).to(dtype),
-            const=(key_shift * query_shift).sum(dim=-1).to(dtype),
+            widths=(heads.d_front, heads.d_back),
         )
 
     def __call__(self, v_front: Tensor, v_back: Tensor) -> Tensor:
         """S (A x N x N), as ``AttentionHeads.forward`` gives it."""
-        _check_vectors("v_front", v_front, self.front.shape[0])
-        _check_vectors("v_back", v_back, self.back.shape[0])
-        n, count = v_front.shape[0], self.const.shape[0]
+        _check_vectors("v_front", v_front, self.widths[0])
+        _check_vectors("v_back", v_back, self.widths[1])
+        n, front, back = v_front.shape[0], _with_one(v_front), _with_one(v_back)
         if self.back_first:
-            mixed = (v_back @ self.forms).view(n, count, -1)  # rows i: v^B_i^T M_a
-            logits = torch.einsum("iaf,jf->aij", mixed, v_front)
-        else:
-            mixed = (v_front @ self.forms).view(n, count, -1)  # rows j: v^F_j^T M_a^T
-            logits = torch.einsum("jab,ib->aij", mixed, v_back)
-        rows, columns = (v_back @ self.back).T, (v_front @ self.front).T
-        return logits + rows[:, :, None] + columns[:, None, :] + self.const[:, None, None]
+            mixed = (back @ self.forms).view(n, -1, front.shape[1])  # rows i: [v^B_i; 1]^T H_a
+            return torch.einsum("iaf,jf->aij", mixed, front)
+        mixed = (front @ self.forms).view(n, -1, back.shape[1])  # rows j: [v^F_j; 1]^T H_a^T
+        return torch.einsum("jab,ib->aij", mixed, back)
 
 
 def drop_head_mask(heads: int, rows: int, device: torch.device | None = None) -> Tensor:
@@ -244,7 +240,8 @@ def transfer_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         )
     log_student = log_relation_graph(student_logits)
     log_teacher = log_relation_graph(teacher_logits)
-    return (log_student.exp() * (log_student - log_teacher)).sum()
+    # kl_div(input, target) is sum exp(target) (target - input): the target is the student.
+    return F.kl_div(log_teacher, log_student, reduction="sum", log_target=True)
 
 
 def graph_kl_per_row(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
