@@ -175,6 +175,23 @@ def test_the_refinement_through_the_maps_recovers_what_float32_eigh_loses(channe
 
 
 @pytest.mark.parametrize(("channels", "size"), [(48, 8), (96, 6)], ids=["HW>C", "HW<C"])
+def test_the_refinement_separates_a_small_4th_vector_from_a_close_5th(channels, size):
+    # sigma_4 = 1e-3 sigma_1 (lost by float32 eigh) and sigma_5 = 10^-0.05 sigma_4: one subspace
+    # iteration on the top 4 alone barely moves v4 away from v5 (1 - cos ~5e-4); the extra
+    # vectors in the refined block put v5 inside it, and Rayleigh-Ritz separates the two.
+    generator = torch.Generator().manual_seed(0)
+    rank = min(channels, size * size)
+    shapes = (8, size * size, rank), (8, channels, rank)
+    left, right = (torch.linalg.qr(torch.randn(s, generator=generator).double())[0] for s in shapes)
+    exponents = torch.cat([torch.tensor([0.0, 1.0, 2.0, 3.0, 3.05]), 4.0 + torch.arange(rank - 5)])
+    matrix = left * 10.0 ** -exponents.double() @ right.mT
+    features = matrix.mT.reshape(8, channels, size, size).float()
+    fourth = reference_vectors(features, 4)[:, :, 3].float()
+    student = svd.student_vectors(features, fourth)
+    assert (1 - (student.double() * fourth.double()).sum(dim=1)).max() < 1e-6
+
+
+@pytest.mark.parametrize(("channels", "size"), [(48, 8), (96, 6)], ids=["HW>C", "HW<C"])
 def test_refined_vectors_are_as_close_to_float64_as_a_float32_svd(channels, size):
     # Post-ReLU maps have a flat bulk of singular values: the 4th vector is ill-conditioned,
     # and even torch's float32 SVD misses it by ~1e-7; the compression must do no worse.

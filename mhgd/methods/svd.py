@@ -11,12 +11,13 @@ Precision without host reads (``_solve``). The Gram matrix squares the spread of
 values, so a float32 eigendecomposition alone loses the student's 4th vector when its singular
 value is below ~3% of the first. Instead of checking the spectrum on the host and redoing the
 batch in float64 (a device-to-host read every step), the automatic policy is the same for
-every batch: the float32 eigenvectors start one subspace iteration on a block of 2k vectors
+every batch: the float32 eigenvectors start one subspace iteration on a block of k + 2 vectors
 through M itself (never through the Gram matrix, whose rounding is what lost them), followed by
 a Rayleigh-Ritz step; that recovers the top k to the accuracy of a float32 SVD at the cost of a
-few thin float32 products and a float64 2k x 2k problem. The teacher's single vector needs no full
-eigendecomposition at all (``_top_vector``): a few squarings of the Gram matrix and a small
-Krylov space give it at least as accurately as a float32 SVD, 3-4x faster than the eigensolver.
+few thin float32 products and a float64 (k + 2) x (k + 2) problem. The teacher's single vector
+needs no full eigendecomposition at all (``_top_vector``): a few squarings of the Gram matrix
+and a small Krylov space give it at least as accurately as a float32 SVD, 3-4x faster than the
+eigensolver.
 
 Non-finite maps are guarded on the device: the eigensolver sees zeros, the sample's vectors
 come out NaN (so the loss shows the divergence) and its gradient is zeroed and counted. One
@@ -135,10 +136,12 @@ def _descending_eigh(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return values.flip(-1), vectors.flip(-1), finite
 
 
-# (choice, numerical) The automatic policy refines a block of this many vectors per returned
-# vector: with 2k, one subspace iteration brings the top k of spread spectra (sigma_j = 10^-j)
-# to a float32 SVD's accuracy (benchmarks/bench_compression.py).
-REFINED_BLOCK_FACTOR = 2
+# (choice, numerical) The automatic policy refines the top k together with this many more
+# vectors: with k + 2, one subspace iteration brings the top k of spread spectra
+# (sigma_j = 10^-j) to a float32 SVD's accuracy (benchmarks/bench_compression.py: worst
+# 1 - |cos| <= 2.6e-7, where torch's float32 SVD gives up to 6.8e-7; a block of 2k was as
+# accurate and 1.4-1.8 ms slower per VGG step).
+REFINED_EXTRA_VECTORS = 2
 
 
 def _thin_product(thin: Tensor, wide: Tensor) -> Tensor:
@@ -163,14 +166,14 @@ def _refined(
     """The top k eigenpairs refined; the basis with them swapped in.
 
     ``small`` is the (N, n, m) matrix Y whose Gram Y Y^T was decomposed. One subspace iteration
-    on the top 2k vectors B, taken as two half-steps through Y itself (Y^T B, then Y times its
+    on the top k + 2 vectors B, taken as two half-steps through Y itself (Y^T B, then Y times its
     orthonormal basis), and Rayleigh-Ritz on the result. A product with Y spreads rounding
     errors by sigma_1 / sigma_j, where one with the Gram matrix spreads them by its square: so
     float32 products suffice, and only the small Ritz problem is solved in float64. Returns the
     values (float64), the basis (the other vectors made orthogonal to the refined ones, for the
     backward) and the refined top k.
     """
-    block_size = min(values.shape[-1], REFINED_BLOCK_FACTOR * k)
+    block_size = min(values.shape[-1], k + REFINED_EXTRA_VECTORS)
     right = torch.linalg.qr(_thin_product(vectors[..., :block_size], small).mT).Q
     left = torch.linalg.qr(_times_thin(small, right)).Q
     projected = _thin_product(left, small).double()  # (Y^T Q)^T
