@@ -135,15 +135,9 @@ def test_spread_spectra_are_redone_in_float64():
     assert (forced.double() * fourth.double()).sum(dim=1).min() < 0.9
 
 
-@pytest.mark.parametrize("decades", [1.0, 0.25, 0.02], ids=["spread", "mild", "near-degenerate"])
-@pytest.mark.parametrize(
-    ("channels", "size"),
-    [(48, 8), (96, 6), (64, 4), (512, 2)],
-    ids=["HW>C", "HW<C", "small-Gram", "Gram-narrower-than-the-Krylov-space"],
-)
-def test_teacher_vector_by_iteration_matches_a_float64_svd(decades, channels, size):
-    # Every float32 teacher vector takes the iteration (squarings and a Krylov space), not eigh.
-    # sigma_2 / sigma_1 = 10^-0.02 = 0.955 is a hard case for power iterations.
+def teacher_iteration_error(decades: float, channels: int, size: int) -> float:
+    """Worst 1 - |cos| of the iterated teacher vector against a float64 SVD, on maps with
+    sigma_j = 10^(-decades j)."""
     generator = torch.Generator().manual_seed(0)
     rank = min(channels, size * size)
     shapes = (8, size * size, rank), (8, channels, rank)
@@ -153,7 +147,30 @@ def test_teacher_vector_by_iteration_matches_a_float64_svd(decades, channels, si
     reference = reference_vectors(features, 1)[:, :, 0]
     teacher = svd.teacher_vectors(features, sign="none")
     assert teacher.dtype == torch.float32
-    assert (1 - (teacher.double() * reference).sum(dim=1).abs()).max() < 1e-6
+    return float((1 - (teacher.double() * reference).sum(dim=1).abs()).max())
+
+
+@pytest.mark.parametrize("decades", [1.0, 0.25, 0.02], ids=["spread", "mild", "near-degenerate"])
+@pytest.mark.parametrize(
+    ("channels", "size"),
+    [(48, 8), (96, 6), (64, 4), (512, 2)],
+    ids=["HW>C", "HW<C", "small-Gram", "Gram-narrower-than-the-Krylov-space"],
+)
+def test_teacher_vector_by_iteration_matches_a_float64_svd(decades, channels, size):
+    # Every float32 teacher vector takes the iteration (squarings and a Krylov space), not eigh.
+    # sigma_2 / sigma_1 = 10^-0.02 = 0.955 is a hard case for power iterations.
+    assert teacher_iteration_error(decades, channels, size) < 1e-6
+
+
+@pytest.mark.xfail(strict=True, reason="the iteration's known limit (svd.SQUARINGS)")
+@pytest.mark.parametrize(
+    ("channels", "size"), [(48, 8), (96, 6), (64, 4)], ids=["HW>C", "HW<C", "small-Gram"]
+)
+def test_teacher_iteration_misses_a_float32_svds_accuracy_at_sigma_ratio_0_989(channels, size):
+    # The documented limit: sigma_2 / sigma_1 = 10^-0.005 with a flat rest. A float32 SVD stays
+    # at ~4e-7 here; the iteration does not (it passes only where the Krylov space is the whole
+    # Gram matrix). Turns into a failure the day the iteration gets there.
+    assert teacher_iteration_error(0.005, channels, size) < 1e-6
 
 
 @pytest.mark.parametrize(("channels", "size"), [(48, 8), (96, 6)], ids=["HW>C", "HW<C"])
