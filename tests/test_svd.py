@@ -115,14 +115,20 @@ def test_vectors_agree_with_a_full_svd(channels, height, width, compute_dtype):
     assert (student.double() * expected).sum(dim=1).min() > 1 - 1e-6
 
 
-def spread_spectrum_maps(n: int, channels: int, size: int) -> torch.Tensor:
-    """Float32 maps with singular values 1, 0.1, 0.01, ...: sigma_4 / sigma_1 = 1e-3."""
+def maps_with_spectrum(n: int, channels: int, size: int, exponents: torch.Tensor) -> torch.Tensor:
+    """Float32 maps whose singular values are sigma_j = 10^-exponents[j] (one per rank index),
+    with random singular vectors."""
     generator = torch.Generator().manual_seed(0)
     rank = min(channels, size * size)
-    left = torch.linalg.qr(torch.randn(n, size * size, rank, generator=generator).double())[0]
-    right = torch.linalg.qr(torch.randn(n, channels, rank, generator=generator).double())[0]
-    matrix = left * 10.0 ** -torch.arange(rank, dtype=torch.float64) @ right.mT
+    shapes = (n, size * size, rank), (n, channels, rank)
+    left, right = (torch.linalg.qr(torch.randn(s, generator=generator).double())[0] for s in shapes)
+    matrix = left * 10.0 ** -exponents[:rank].double() @ right.mT
     return matrix.mT.reshape(n, channels, size, size).float()
+
+
+def spread_spectrum_maps(n: int, channels: int, size: int, decades: float = 1.0) -> torch.Tensor:
+    """sigma_j = 10^(-decades j): with the default, 1, 0.1, 0.01, ... (sigma_4 / sigma_1 = 1e-3)."""
+    return maps_with_spectrum(n, channels, size, decades * torch.arange(channels * size * size))
 
 
 def test_spread_spectra_are_redone_in_float64():
@@ -138,12 +144,7 @@ def test_spread_spectra_are_redone_in_float64():
 def teacher_iteration_error(decades: float, channels: int, size: int) -> float:
     """Worst 1 - |cos| of the iterated teacher vector against a float64 SVD, on maps with
     sigma_j = 10^(-decades j)."""
-    generator = torch.Generator().manual_seed(0)
-    rank = min(channels, size * size)
-    shapes = (8, size * size, rank), (8, channels, rank)
-    left, right = (torch.linalg.qr(torch.randn(s, generator=generator).double())[0] for s in shapes)
-    matrix = left * 10.0 ** (-decades * torch.arange(rank, dtype=torch.float64)) @ right.mT
-    features = matrix.mT.reshape(8, channels, size, size).float()
+    features = spread_spectrum_maps(8, channels, size, decades)
     reference = reference_vectors(features, 1)[:, :, 0]
     teacher = svd.teacher_vectors(features, sign="none")
     assert teacher.dtype == torch.float32
@@ -176,12 +177,7 @@ def test_teacher_iteration_misses_a_float32_svds_accuracy_at_sigma_ratio_0_989(c
 @pytest.mark.parametrize(("channels", "size"), [(48, 8), (96, 6)], ids=["HW>C", "HW<C"])
 def test_the_refinement_through_the_maps_recovers_what_float32_eigh_loses(channels, size):
     # Gram matrices wider than SMALL_GRAM: float32 eigh, then a subspace iteration through M.
-    generator = torch.Generator().manual_seed(0)
-    rank = min(channels, size * size)
-    shapes = (4, size * size, rank), (4, channels, rank)
-    left, right = (torch.linalg.qr(torch.randn(s, generator=generator).double())[0] for s in shapes)
-    matrix = left * 10.0 ** -torch.arange(rank, dtype=torch.float64) @ right.mT
-    features = matrix.mT.reshape(4, channels, size, size).float().requires_grad_()
+    features = spread_spectrum_maps(4, channels, size).requires_grad_()
     fourth = reference_vectors(features.detach(), 4)[:, :, 3].float()
     automatic = svd.student_vectors(features, fourth)
     assert (automatic.double() * fourth.double()).sum(dim=1).min() > 1 - 1e-6
@@ -196,13 +192,8 @@ def test_the_refinement_separates_a_small_4th_vector_from_a_close_5th(channels, 
     # sigma_4 = 1e-3 sigma_1 (lost by float32 eigh) and sigma_5 = 10^-0.05 sigma_4: one subspace
     # iteration on the top 4 alone barely moves v4 away from v5 (1 - cos ~5e-4); the extra
     # vectors in the refined block put v5 inside it, and Rayleigh-Ritz separates the two.
-    generator = torch.Generator().manual_seed(0)
-    rank = min(channels, size * size)
-    shapes = (8, size * size, rank), (8, channels, rank)
-    left, right = (torch.linalg.qr(torch.randn(s, generator=generator).double())[0] for s in shapes)
-    exponents = torch.cat([torch.tensor([0.0, 1.0, 2.0, 3.0, 3.05]), 4.0 + torch.arange(rank - 5)])
-    matrix = left * 10.0 ** -exponents.double() @ right.mT
-    features = matrix.mT.reshape(8, channels, size, size).float()
+    exponents = torch.cat([torch.tensor([0.0, 1.0, 2.0, 3.0, 3.05]), 4.0 + torch.arange(channels)])
+    features = maps_with_spectrum(8, channels, size, exponents)
     fourth = reference_vectors(features, 4)[:, :, 3].float()
     student = svd.student_vectors(features, fourth)
     assert (1 - (student.double() * fourth.double()).sum(dim=1)).max() < 1e-6
