@@ -144,6 +144,11 @@ def _descending_eigh(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 REFINED_EXTRA_VECTORS = 2
 
 
+def _column(matrices: Tensor, column: Tensor) -> Tensor:
+    """Column ``column[i]`` of each matrix i, (N, rows, 1)."""
+    return matrices.gather(2, column[:, None, :].expand(-1, matrices.shape[1], 1))
+
+
 def _thin_product(thin: Tensor, wide: Tensor) -> Tensor:
     """thin^T @ wide for a few columns ``thin`` (N, n, b) and a wide ``wide`` (N, n, m), (N, b, m).
 
@@ -246,7 +251,7 @@ def _top_vector(channel_matrix: Tensor) -> dict[str, Tensor]:
         power = power @ power
     # Start from the column of G^8 with the largest diagonal entry: nearly the top vector.
     start = power.diagonal(dim1=-2, dim2=-1).argmax(dim=-1)
-    column = power.gather(-1, start[:, None, None].expand(-1, power.shape[1], 1))
+    column = _column(power, start[:, None])
     krylov = []
     for _ in range(min(KRYLOV_SIZE, gram.shape[-1])):
         column = column / column.norm(dim=1, keepdim=True).clamp_min(torch.finfo(gram.dtype).tiny)
@@ -361,11 +366,6 @@ def _aligned_choice(candidates: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor
     return best, sign
 
 
-def _column(matrices: Tensor, column: Tensor) -> Tensor:
-    """Column ``column[i]`` of each matrix i, (N, rows, 1)."""
-    return matrices.gather(2, column[:, None, :].expand(-1, matrices.shape[1], 1))
-
-
 class _AlignedSingularVector(torch.autograd.Function):
     """The student's vector: of the top-k right singular vectors of (N, C, H, W) maps, the one
     aligned to the teacher's, (N, C), with a finite backward.
@@ -386,15 +386,15 @@ class _AlignedSingularVector(torch.autograd.Function):
         result, ctx.compute_dtype = _solve(features, k, compute_dtype, backward=True)
         ctx.counter = counter
         ctx.from_left_vectors = "lengths" in result
-        candidates = result["top"].to(features.dtype)
-        best, sign = _aligned_choice(candidates, teacher)
+        best, sign = _aligned_choice(result["top"].to(features.dtype), teacher)
+        kept = _column(result["top"], best)  # (N, C, 1); only its presence and length are saved
         dtype = ctx.compute_dtype  # the values keep their (refined) precision
-        saved = [result["values"], result["vectors"].to(dtype), result["present"], best, sign]
-        saved.append(_column(result["top"].to(dtype), best))
+        saved = [result["values"], result["vectors"].to(dtype), result["present"].gather(1, best)]
+        saved += [best, sign, kept.to(dtype)]
         if ctx.from_left_vectors:
-            saved.append(result["lengths"].to(dtype))
+            saved.append(result["lengths"].gather(1, best).to(dtype))
         ctx.save_for_backward(features, *saved)
-        return _column(candidates, best)[..., 0] * sign
+        return kept[..., 0].to(features.dtype) * sign
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
@@ -402,9 +402,8 @@ class _AlignedSingularVector(torch.autograd.Function):
         counter: ZeroedGradientCounter = ctx.counter
         grad_top = (grad_output * sign).to(ctx.compute_dtype).unsqueeze(-1)  # (N, C, 1)
         # A vector of a zero singular value is a constant zero: its gradient is undefined.
-        kept_present = present.gather(1, best)
-        counter.add((~kept_present & (grad_top != 0).any(dim=1)).sum())
-        grad_top = grad_top * kept_present.unsqueeze(1)
+        counter.add((~present & (grad_top != 0).any(dim=1)).sum())
+        grad_top = grad_top * present.unsqueeze(1)
         with torch.autocast(features.device.type, enabled=False):
             channel_matrix = _channel_matrix(features, ctx.compute_dtype)
             vector = _column(vectors, best)  # the kept eigenvector q (u in the left case)
@@ -413,8 +412,7 @@ class _AlignedSingularVector(torch.autograd.Function):
                 left, right = _gram_factor_gradient(factor, vector, channel_matrix)
             else:  # G = X^T X, and v = y / ||y|| with y = X u
                 radial = (top * grad_top).sum(dim=1, keepdim=True)
-                length = lengths[0].gather(1, best)
-                grad_scaled = (grad_top - top * radial) / length.unsqueeze(1)
+                grad_scaled = (grad_top - top * radial) / lengths[0].unsqueeze(1)
                 grad_left = _thin_product(grad_scaled, channel_matrix).mT  # X^T g
                 factor = _eigenvector_backward(values, vectors, grad_left, best, counter)
                 # g u^T from y = X u, X (u a^T + a u^T) from G = X^T X: one product
