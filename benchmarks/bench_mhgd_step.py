@@ -8,9 +8,12 @@ Three steps are timed side by side, round-robin, on the same batch:
   mhgd       the real MHGD step: singular vectors of every sensed map, the frozen heads on the
              teacher's and the student's vectors, the KL of the graphs, two backward passes and
              the clipping
-The target is mhgd / budget <= 1.10: the compression, heads and loss add at most a tenth.
+The target is mhgd / budget <= 1.10: the compression, heads and loss add at most a tenth. The
+ratio is taken per round (the two steps ran side by side) and summarised by its median and a
+95% confidence interval of that median, so that "met" means the whole interval is at or below
+the target and a run on a noisy machine says "undecided" instead of a lucky or unlucky number.
 
-    python benchmarks/bench_mhgd_step.py --pairs vgg wrn --rounds 3
+    python benchmarks/bench_mhgd_step.py --pairs vgg wrn --rounds 30
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import mhgd  # first: it sets OpenMP's spinning as training does, before torch l
 # isort: split
 
 import argparse
+import statistics
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from timing import add_heap_option, heap_as_in_training, interleaved
+from scipy import stats
+from timing import add_heap_option, heap_as_in_training, interleaved_rounds
 
 from mhgd.engine.tasks import ClassifierTask
 from mhgd.methods import MHGD
@@ -33,6 +38,7 @@ from mhgd.models import build_model
 
 MHGD_CONFIG = Path(mhgd.__file__).parent / "conf" / "method" / "mhgd.yaml"
 PAIRS = {"vgg": ("vgg16", "vgg7"), "wrn": ("wrn22_4", "wrn10_4")}
+TARGET = 1.10  # the issue's bound on mhgd / budget
 
 
 def steps_for(pair: str, batch: int, width: float, device: torch.device) -> dict:
@@ -68,12 +74,36 @@ def steps_for(pair: str, batch: int, width: float, device: torch.device) -> dict
     }
 
 
+def paired_ratio(over: list[float], under: list[float], target: float) -> str:
+    """The per-round ratio over / under: its median, the median's 95% confidence interval and
+    what they say of ``target``.
+
+    The interval comes from a quantile (sign) test, which assumes nothing about the shape of the
+    machine's noise; it needs at least 6 rounds.
+    """
+    ratios = [a / b for a, b in zip(over, under, strict=True)]
+    median = statistics.median(ratios)
+    interval = stats.quantile_test(ratios, q=median).confidence_interval(0.95)
+    if interval.high <= target:
+        verdict = "met"
+    elif interval.low > target:
+        verdict = "not met"
+    elif len(ratios) < 6:
+        verdict = "undecided: a 95% interval needs at least 6 rounds"
+    else:
+        verdict = "undecided: the interval holds the target"
+    return (
+        f"x{median:.3f}, 95% CI [{interval.low:.3f}, {interval.high:.3f}] over {len(ratios)} "
+        f"rounds (target <= {target:.2f}: {verdict})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     add_heap_option(parser)
@@ -83,16 +113,18 @@ def main() -> None:
     print(f"device {device}, batch {args.batch}, width {args.width}, torch {torch.__version__}")
     print(heap)
     for pair in args.pairs:
-        seconds = interleaved(
+        rounds = interleaved_rounds(
             steps_for(pair, args.batch, args.width, device),
             rounds=args.rounds,
             steps=args.steps,
             device=device,
         )
+        seconds = {name: statistics.median(times) for name, times in rounds.items()}
         print(
-            f"{pair}: plain {seconds['plain']:.3f}s  budget {seconds['budget']:.3f}s  "
-            f"mhgd {seconds['mhgd']:.3f}s   mhgd/plain x{seconds['mhgd'] / seconds['plain']:.2f}"
-            f"   mhgd/budget x{seconds['mhgd'] / seconds['budget']:.3f} (target <= 1.10)"
+            f"{pair}: median plain {seconds['plain']:.3f}s  budget {seconds['budget']:.3f}s  "
+            f"mhgd {seconds['mhgd']:.3f}s\n"
+            f"  mhgd/plain  x{seconds['mhgd'] / seconds['plain']:.3f}\n"
+            f"  mhgd/budget {paired_ratio(rounds['mhgd'], rounds['budget'], TARGET)}"
         )
 
 

@@ -12,10 +12,14 @@ import torch
 from mhgd.engine.host_memory import keep_freed_host_memory
 
 
-def interleaved(
+def interleaved_rounds(
     variants: dict[str, Callable[[], None]], *, rounds: int, steps: int, device: torch.device
-) -> dict[str, float]:
-    """Median seconds per call of each variant, after one warm-up call each."""
+) -> dict[str, list[float]]:
+    """Seconds per call of each variant in every round, after one warm-up call each.
+
+    Round r of one variant ran right beside round r of the others, so their ratios per round
+    are paired: a slow spell of the machine hits both sides of a ratio alike.
+    """
 
     def sync() -> None:
         if device.type == "cuda":
@@ -32,6 +36,14 @@ def interleaved(
                 call()
             sync()
             times[name].append((time.perf_counter() - start) / steps)
+    return times
+
+
+def interleaved(
+    variants: dict[str, Callable[[], None]], *, rounds: int, steps: int, device: torch.device
+) -> dict[str, float]:
+    """Median seconds per call of each variant (``interleaved_rounds``)."""
+    times = interleaved_rounds(variants, rounds=rounds, steps=steps, device=device)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
