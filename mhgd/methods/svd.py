@@ -119,21 +119,23 @@ def _tolerance(values: Tensor) -> Tensor:
     """Per sample, the eigenvalue (and eigenvalue gap) below which nothing is resolved.
 
     The Gram matrix and its eigh carry an absolute eigenvalue error of a few n * eps *
-    lambda_max; below that a gap or an eigenvalue is numerically zero.
+    lambda_max; below that a gap or an eigenvalue is numerically zero. ``values`` ascend.
     """
     size = values.shape[-1]
-    return size * torch.finfo(values.dtype).eps * values[:, :1].clamp_min(0)
+    return size * torch.finfo(values.dtype).eps * values[:, -1:].clamp_min(0)
 
 
-def _descending_eigh(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Eigenpairs, largest first, and which samples were finite (decided on the device).
+def _ascending_eigh(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Eigenpairs in the solver's ascending order, and which samples were finite (decided on
+    the device). The top k are the last k columns: the basis is kept in this order because
+    reversing it would copy it whole.
 
     A non-finite Gram matrix (NaN/inf maps: a diverged network) would make the eigensolver
     fail; its sample is solved as zeros instead and flagged (in ``gram``, which is overwritten).
     """
     finite = torch.isfinite(gram.diagonal(dim1=-2, dim2=-1)).all(dim=-1)  # sums of squares
     values, vectors = cpu_eigh(gram.masked_fill_(~finite[:, None, None], 0.0))
-    return values.flip(-1), vectors.flip(-1), finite
+    return values, vectors, finite
 
 
 # (choice, numerical) The automatic policy refines the top k together with this many more
@@ -168,27 +170,29 @@ def _times_thin(wide: Tensor, thin: Tensor) -> Tensor:
 def _refined(
     small: Tensor, values: Tensor, vectors: Tensor, finite: Tensor, k: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The top k eigenpairs refined; the basis with them swapped in.
+    """The top k eigenpairs refined and swapped into the (ascending) basis, in place.
 
     ``small`` is the (N, n, m) matrix Y whose Gram Y Y^T was decomposed. One subspace iteration
     on the top k + 2 vectors B, taken as two half-steps through Y itself (Y^T B, then Y times its
     orthonormal basis), and Rayleigh-Ritz on the result. A product with Y spreads rounding
     errors by sigma_1 / sigma_j, where one with the Gram matrix spreads them by its square: so
     float32 products suffice, and only the small Ritz problem is solved in float64. Returns the
-    values (float64), the basis (the other vectors made orthogonal to the refined ones, for the
-    backward) and the refined top k.
+    values (float64), the basis (``vectors``, with the other vectors made orthogonal to the
+    refined ones, for the backward) and the refined top k, ascending like the basis.
     """
-    block_size = min(values.shape[-1], k + REFINED_EXTRA_VECTORS)
-    right = torch.linalg.qr(_thin_product(vectors[..., :block_size], small).mT).Q
+    size = values.shape[-1]
+    block_size = min(size, k + REFINED_EXTRA_VECTORS)
+    right = torch.linalg.qr(_thin_product(vectors[..., size - block_size :], small).mT).Q
     left = torch.linalg.qr(_times_thin(small, right)).Q
     projected = _thin_product(left, small).double()  # (Y^T Q)^T
     ritz = torch.where(finite[:, None, None], projected @ projected.mT, 0.0)
     ritz_values, ritz_vectors = torch.linalg.eigh(ritz)
-    top = (left.double() @ ritz_vectors.flip(-1)[..., :k]).to(vectors.dtype)
-    rest = vectors[..., k:]
-    rest = rest - top @ (top.mT @ rest)
-    all_values = torch.cat([ritz_values.flip(-1)[:, :k], values[:, k:].double()], dim=-1)
-    return all_values, torch.cat([top, rest], dim=-1), top
+    top = (left.double() @ ritz_vectors[..., block_size - k :]).to(vectors.dtype)
+    rest = vectors[..., : size - k]
+    rest.sub_(top @ (top.mT @ rest))
+    vectors[..., size - k :] = top
+    all_values = torch.cat([values[:, : size - k].double(), ritz_values[:, block_size - k :]], -1)
+    return all_values, vectors, top
 
 
 def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tensor]:
@@ -197,7 +201,9 @@ def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tens
     A vector whose singular value is zero (rank below k, an all-zero map) is returned as zeros:
     the map has no such direction, and any unit vector would be an arbitrary invention. With
     ``refine`` the top k are refined through M (``_refined``) and their eigenvalues come out in
-    float64, so that the backward's gaps are resolved.
+    float64, so that the backward's gaps are resolved. ``values`` and ``vectors`` (the whole
+    basis, for the backward) ascend; ``top``, ``present`` and ``lengths`` hold the k candidates,
+    largest first.
     """
     channels, positions = channel_matrix.shape[1:]
     from_left_vectors = positions < channels
@@ -205,11 +211,13 @@ def _top_vectors(channel_matrix: Tensor, k: int, refine: bool) -> dict[str, Tens
     # vectors; X^T gives M M^T, whose eigenvectors u are the left ones, and then
     # v = M^T u / sigma, with sigma = ||M^T u|| for an exactly unit-length v.
     small = channel_matrix.mT if from_left_vectors else channel_matrix
-    values, vectors, finite = _descending_eigh(small @ small.mT)
-    top_k = vectors[..., :k]
+    values, vectors, finite = _ascending_eigh(small @ small.mT)
+    size = values.shape[-1]
+    top_k = vectors[..., size - k :]
     if refine:
         values, vectors, top_k = _refined(small, values, vectors, finite, k)
-    present = values[:, :k] > _tolerance(values)
+    top_k = top_k.flip(-1)  # largest first: the candidates' order (k columns, a small copy)
+    present = values[:, size - k :].flip(-1) > _tolerance(values)
     result = {"values": values, "vectors": vectors, "present": present}
     if not from_left_vectors:
         top = top_k * present.unsqueeze(1)
@@ -388,9 +396,10 @@ class _AlignedSingularVector(torch.autograd.Function):
         ctx.from_left_vectors = "lengths" in result
         best, sign = _aligned_choice(result["top"].to(features.dtype), teacher)
         kept = _column(result["top"], best)  # (N, C, 1); only its presence and length are saved
+        column = result["values"].shape[-1] - 1 - best  # its place in the ascending basis
         dtype = ctx.compute_dtype  # the values keep their (refined) precision
         saved = [result["values"], result["vectors"].to(dtype), result["present"].gather(1, best)]
-        saved += [best, sign, kept.to(dtype)]
+        saved += [column, sign, kept.to(dtype)]
         if ctx.from_left_vectors:
             saved.append(result["lengths"].gather(1, best).to(dtype))
         ctx.save_for_backward(features, *saved)
@@ -398,7 +407,7 @@ class _AlignedSingularVector(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        features, values, vectors, present, best, sign, top, *lengths = ctx.saved_tensors
+        features, values, vectors, present, column, sign, top, *lengths = ctx.saved_tensors
         counter: ZeroedGradientCounter = ctx.counter
         grad_top = (grad_output * sign).to(ctx.compute_dtype).unsqueeze(-1)  # (N, C, 1)
         # A vector of a zero singular value is a constant zero: its gradient is undefined.
@@ -406,15 +415,15 @@ class _AlignedSingularVector(torch.autograd.Function):
         grad_top = grad_top * present.unsqueeze(1)
         with torch.autocast(features.device.type, enabled=False):
             channel_matrix = _channel_matrix(features, ctx.compute_dtype)
-            vector = _column(vectors, best)  # the kept eigenvector q (u in the left case)
+            vector = _column(vectors, column)  # the kept eigenvector q (u in the left case)
             if not ctx.from_left_vectors:  # G = X X^T
-                factor = _eigenvector_backward(values, vectors, grad_top, best, counter)
+                factor = _eigenvector_backward(values, vectors, grad_top, column, counter)
                 left, right = _gram_factor_gradient(factor, vector, channel_matrix)
             else:  # G = X^T X, and v = y / ||y|| with y = X u
                 radial = (top * grad_top).sum(dim=1, keepdim=True)
                 grad_scaled = (grad_top - top * radial) / lengths[0].unsqueeze(1)
                 grad_left = _thin_product(grad_scaled, channel_matrix).mT  # X^T g
-                factor = _eigenvector_backward(values, vectors, grad_left, best, counter)
+                factor = _eigenvector_backward(values, vectors, grad_left, column, counter)
                 # g u^T from y = X u, X (u a^T + a u^T) from G = X^T X: one product
                 # [g, X u, X a] [u, a, u]^T, already shaped like X (no transposed sum).
                 through_maps = _times_thin(channel_matrix, torch.cat([vector, factor], -1))
