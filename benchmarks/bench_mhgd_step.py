@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from scipy import stats
-from timing import add_heap_option, heap_as_in_training, interleaved_rounds
+from timing import add_step_options, interleaved_rounds, step_device
 
 from mhgd.engine.tasks import ClassifierTask
 from mhgd.methods import MHGD
@@ -101,17 +101,9 @@ def paired_ratio(over: list[float], under: list[float], target: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    add_heap_option(parser)
+    add_step_options(parser, rounds=10, steps=1)
     args = parser.parse_args()
-    device = torch.device(args.device)
-    heap = heap_as_in_training(device, args.glibc_heap)
-    print(f"device {device}, batch {args.batch}, width {args.width}, torch {torch.__version__}")
-    print(heap)
+    device = step_device(args)
     for pair in args.pairs:
         rounds = interleaved_rounds(
             steps_for(pair, args.batch, args.width, device),

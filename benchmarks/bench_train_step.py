@@ -15,7 +15,7 @@ import mhgd  # noqa: F401  (first: it sets OpenMP's spinning as training does, b
 import argparse
 
 import torch
-from timing import add_heap_option, heap_as_in_training, interleaved
+from timing import add_step_options, interleaved, step_device
 
 from mhgd.data import Batches, ImageSet
 from mhgd.engine.optim import build_sgd
@@ -53,17 +53,9 @@ def make_step(model_name: str, variant: dict, batch: int, device: torch.device, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["vgg7", "resnet"])
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=3, help="steps per timing")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--device", default="cpu")
-    add_heap_option(parser)
+    add_step_options(parser, rounds=3, steps=3)
     args = parser.parse_args()
-    device = torch.device(args.device)
-    heap = heap_as_in_training(device, args.glibc_heap)
-    print(f"device {device}, batch {args.batch}, width {args.width}, torch {torch.__version__}")
-    print(heap)
+    device = step_device(args)
     for model_name in args.models:
         steps = {
             name: make_step(model_name, v, args.batch, device, args.width)

@@ -63,3 +63,22 @@ def add_heap_option(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="on CPU, leave glibc's heap trimming on (CPU training keeps freed memory)",
     )
+
+
+def add_step_options(parser: argparse.ArgumentParser, *, rounds: int, steps: int) -> None:
+    """The options of the step benchmarks: sizes, timing rounds, device and heap."""
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=rounds, help="interleaved timing rounds")
+    parser.add_argument("--steps", type=int, default=steps, help="steps per timing")
+    parser.add_argument("--device", default="cpu")
+    add_heap_option(parser)
+
+
+def step_device(args: argparse.Namespace) -> torch.device:
+    """The device to time on, its heap kept as in training; prints the run's header."""
+    device = torch.device(args.device)
+    heap = heap_as_in_training(device, args.glibc_heap)
+    print(f"device {device}, batch {args.batch}, width {args.width}, torch {torch.__version__}")
+    print(heap)
+    return device
