@@ -189,7 +189,7 @@ def _refined(
     ritz_values, ritz_vectors = torch.linalg.eigh(ritz)
     top = (left.double() @ ritz_vectors[..., block_size - k :]).to(vectors.dtype)
     rest = vectors[..., : size - k]
-    rest.sub_(top @ (top.mT @ rest))
+    rest.sub_(top @ _thin_product(top, rest))
     vectors[..., size - k :] = top
     all_values = torch.cat([values[:, : size - k].double(), ritz_values[:, block_size - k :]], -1)
     return all_values, vectors, top
