@@ -409,7 +409,10 @@ class _AlignedSingularVector(torch.autograd.Function):
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         features, values, vectors, present, column, sign, top, *lengths = ctx.saved_tensors
         counter: ZeroedGradientCounter = ctx.counter
-        grad_top = (grad_output * sign).to(ctx.compute_dtype).unsqueeze(-1)  # (N, C, 1)
+        # The heads' backward hands this gradient over transposed (batch stride 1); a batched
+        # product needs each sample's entries together, else torch loops over the samples
+        # (VGG's step: three 1.0-1.3 ms products, against 0.05 ms batched).
+        grad_top = (grad_output.contiguous() * sign).to(ctx.compute_dtype).unsqueeze(-1)
         # A vector of a zero singular value is a constant zero: its gradient is undefined.
         counter.add((~present & (grad_top != 0).any(dim=1)).sum())
         grad_top = grad_top * present.unsqueeze(1)
