@@ -350,19 +350,31 @@ def _gram_factor_gradient(factor: Tensor, top: Tensor, small: Tensor) -> tuple[T
 
 
 def _finite_product(
-    left: Tensor, right: Tensor, counter: ZeroedGradientCounter, dtype: torch.dtype
+    left: Tensor, right: Tensor, counter: ZeroedGradientCounter, like: Tensor
 ) -> Tensor:
-    """left @ right, with every sample whose factors hold a non-finite entry zeroed and counted.
+    """left @ right shaped and typed like the maps ``like``, with every sample whose factors
+    hold a non-finite entry zeroed and counted.
 
     A non-finite map or upstream gradient reaches the factors (the map is in one of them, the
     upstream gradient in the other) and leaves the whole sample's gradient meaningless; a sum
     per sample finds it (NaN and inf propagate). Testing and zeroing the thin factors, never
     the map-sized product, spares two passes over the gradient.
+
+    The product is written into a tensor of its own, not returned as a reshaped view: the
+    sensed map's gradient from the network is then added into it in place (autograd adds
+    out of place into a view's storage: 8-10 ms per 32 x 32 x 64 map in WRN's step).
     """
     broken = ~torch.isfinite(left.sum(dim=(1, 2)) + right.sum(dim=(1, 2)))
     counter.add(broken.sum() * left.shape[1] * right.shape[2])
     keep = ~broken[:, None, None]
-    return (torch.where(keep, left, 0.0) @ torch.where(keep, right, 0.0)).to(dtype)
+    left, right = torch.where(keep, left, 0.0), torch.where(keep, right, 0.0)
+    grad = torch.empty_like(like, memory_format=torch.contiguous_format)
+    product = grad.view(left.shape[0], left.shape[1], right.shape[2])
+    if left.dtype == grad.dtype:
+        torch.matmul(left, right, out=product)
+    else:
+        product.copy_(left @ right)
+    return grad
 
 
 def _aligned_choice(candidates: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
@@ -432,8 +444,8 @@ class _AlignedSingularVector(torch.autograd.Function):
                 through_maps = _times_thin(channel_matrix, torch.cat([vector, factor], -1))
                 left = torch.cat([grad_scaled, through_maps], dim=-1)
                 right = torch.cat([vector, factor, vector], dim=-1).mT
-            grad = _finite_product(left, right, counter, features.dtype)
-        return grad.reshape(features.shape), None, None, None, None
+            grad = _finite_product(left, right, counter, features)
+        return grad, None, None, None, None
 
 
 def _effective_count(features: Tensor, k: int) -> int:
