@@ -115,14 +115,15 @@ def post_relu_maps(batch: int, size: int, channels: int, seed: int) -> Tensor:
 def spread_spectrum_maps(
     batch: int, size: int, channels: int, decades_per_value: float, seed: int
 ) -> Tensor:
-    """Maps whose singular values fall by a factor 10 every ``1 / decades_per_value`` steps."""
+    """Maps whose singular values fall by a factor 10 every ``1 / decades_per_value`` steps,
+    laid out contiguously like a network's maps (built as M^T they would be channels_last)."""
     generator = torch.Generator().manual_seed(seed)
     rank = min(channels, size * size)
     shape = (batch, size * size, rank), (batch, channels, rank)
     left, right = (torch.linalg.qr(torch.randn(s, generator=generator).double())[0] for s in shape)
     values = 10.0 ** (-decades_per_value * torch.arange(rank, dtype=torch.float64))
     matrix = left * values @ right.mT
-    return matrix.mT.reshape(batch, channels, size, size).float()
+    return matrix.mT.reshape(batch, channels, size, size).float().contiguous()
 
 
 Point = tuple[str, int, int]  # network, map size, channels

@@ -382,6 +382,19 @@ def test_the_maps_gradient_from_the_network_is_added_into_the_compressions_in_pl
     assert additions == {"aten::add_"}
 
 
+@pytest.mark.parametrize(("height", "width"), [(6, 6), (2, 2)], ids=["HW>C", "HW<C"])
+def test_channels_last_maps_get_the_same_gradient_in_their_own_layout(height, width):
+    features = random_maps(4, 8, height, width)
+    weights = torch.randn(8)
+    teacher = svd.teacher_vectors(torch.rand_like(features))
+    grad, _ = backward_of_student(features, weights, teacher)
+    grad_last, _ = backward_of_student(
+        features.contiguous(memory_format=torch.channels_last), weights, teacher
+    )
+    assert grad_last.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(grad_last, grad)
+
+
 def test_counter_take_resets_and_survives_threads():
     counter = svd.ZeroedGradientCounter()
 
