@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from mhgd.methods.cpu_eigh import eigh as cpu_eigh
 
@@ -427,6 +428,7 @@ class _AlignedSingularVector(torch.autograd.Function):
         return kept[..., 0].to(features.dtype) * sign
 
     @staticmethod
+    @once_differentiable  # written out, not differentiable again: a second order is an error
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         features, values, vectors, present, column, sign, top, *lengths = ctx.saved_tensors
         counter: ZeroedGradientCounter = ctx.counter
