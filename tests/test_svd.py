@@ -395,6 +395,19 @@ def test_channels_last_maps_get_the_same_gradient_in_their_own_layout(height, wi
     torch.testing.assert_close(grad_last, grad)
 
 
+def test_a_forced_float64_backward_returns_the_maps_dtype_and_the_float64_gradient():
+    features = random_maps(4, 8, 6, 6)
+    weights = torch.randn(8)
+    teacher = svd.teacher_vectors(features.double())
+    maps = features.clone().requires_grad_()
+    (
+        svd.student_vectors(maps, teacher.float(), compute_dtype=torch.float64) * weights
+    ).sum().backward()
+    grad64, _ = backward_of_student(features.double(), weights.double(), teacher)
+    assert maps.grad.dtype == torch.float32
+    torch.testing.assert_close(maps.grad, grad64.float())
+
+
 def test_counter_take_resets_and_survives_threads():
     counter = svd.ZeroedGradientCounter()
 
