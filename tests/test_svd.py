@@ -365,6 +365,17 @@ def test_non_finite_gradients_are_zeroed_and_counted():
     assert counter.take() == features.numel()
 
 
+def test_a_transposed_upstream_gradient_keeps_the_backwards_products_batched():
+    # The heads' backward hands the vectors' gradient over transposed (batch stride 1); batched
+    # products on it fell back to a loop over the samples (one aten::select per sample each).
+    maps = random_maps(8, 64, 6, 6).requires_grad_()
+    student = svd.student_vectors(maps, svd.teacher_vectors(maps.detach()))
+    upstream = torch.randn(64, 8).mT
+    with torch.profiler.profile() as profile:
+        student.backward(upstream)
+    assert not [event for event in profile.events() if event.name == "aten::select"]
+
+
 def test_the_maps_gradient_from_the_network_is_added_into_the_compressions_in_place():
     # A sensed map feeds the next layer and the compression; autograd can add the two
     # gradients in place only into a tensor that is not a view (a map-sized copy per point
